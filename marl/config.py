@@ -1,0 +1,378 @@
+"""The experiment configuration: frozen dataclasses, YAML files and ``key=value`` overrides.
+
+A config is built in three layers, later layers winning: the dataclass defaults, an
+optional named hyperparameter set (``hpset``), an optional YAML file, then command-line
+overrides with dotted keys (``optim.lr=3e-4``). Every key is checked: an unknown key is
+refused with the closest valid key, a bad value with the expected type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key or value that cannot be used; the message says how to fix it."""
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    task: str = _help(
+        "task id: 'mpe2/simple_spread_v3', 'toy/coop_match', or 'package.module:function' "
+        "returning a PettingZoo ParallelEnv",
+        default="mpe2/simple_spread_v3",
+    )
+    kwargs: dict[str, Any] = _help(
+        "keyword arguments for the env constructor (env.kwargs.N=3)", default_factory=dict
+    )
+    num_envs: int = _help("number of env copies stepped together", default=16)
+    vector: str = _help("'sync' (in-process) or 'subprocess' (shared-memory workers)", default="sync")
+    num_workers: int | None = _help("subprocess workers (default: one per CPU core)", default=None)
+    groups: dict[str, list[str]] | None = _help(
+        "explicit agent groups {group: [agent, ...]}; default groups by name prefix", default=None
+    )
+    max_episode_steps: int | None = _help(
+        "time limit applied on top of the task's own (truncation)", default=None
+    )
+
+
+@dataclass(frozen=True)
+class AlgoConfig:
+    name: str = _help("'ippo' (critic on own observation) or 'mappo' (critic on global state)",
+                      default="ippo")
+    num_steps: int = _help("rollout length per env copy between updates", default=100)
+    gamma: float = _help("discount factor", default=0.99)
+    gae_lambda: float = _help("GAE lambda", default=0.95)
+    update_epochs: int = _help("passes over each rollout", default=5)
+    num_minibatches: int = _help("minibatches per pass (split over env copies)", default=2)
+    clip_coef: float = _help("PPO ratio clip", default=0.2)
+    clip_vloss: bool = _help("clip the value loss around the old values", default=False)
+    ent_coef: float = _help("entropy bonus coefficient at the start", default=0.01)
+    ent_coef_final: float | None = _help(
+        "entropy coefficient at the end (linear schedule); None keeps it constant", default=None
+    )
+    vf_coef: float = _help("value loss coefficient", default=0.5)
+    norm_adv: bool = _help("normalise advantages over alive agents of each minibatch",
+                           default=True)
+    obs_norm: bool = _help("running observation normalisation per group", default=True)
+    reward_norm: str = _help(
+        "'none'; 'running' (divide by the running std of the discounted return); 'episode' "
+        "(standardise with reward statistics updated at episode ends)",
+        default="running",
+    )
+    value_norm: bool = _help("learn values on running-normalised targets", default=False)
+    log_std_init: float = _help("initial log std of Gaussian policies", default=-0.5)
+
+
+@dataclass(frozen=True)
+class GroupsConfig:
+    sharing: str = _help("'shared' (one network per group) or 'independent' (one per agent)",
+                         default="shared")
+    backend: str = _help("independent networks: 'batched' (stacked weights), 'fork' "
+                         "(TorchScript + torch.jit.fork) or 'loop'", default="batched")
+    agent_id: bool = _help("append a one-hot agent ID to shared networks' inputs", default=True)
+    hidden: list[int] = _help("hidden layer sizes", default_factory=lambda: [64, 64])
+    activation: str = _help("'tanh' or 'relu'", default="tanh")
+    overrides: dict[str, str] = _help(
+        "per-group sharing, e.g. {speaker: independent}", default_factory=dict
+    )
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = _help("Adam learning rate", default=1e-3)
+    anneal_lr: bool = _help("linearly decay the learning rate to 0", default=True)
+    eps: float = _help("Adam epsilon", default=1e-5)
+    max_grad_norm: float | None = _help("gradient clipping norm (None: no clipping)", default=0.5)
+    clip_mode: str = _help("'global' (one norm over all groups) or 'group' (one per group)",
+                           default="global")
+    mode: str = _help("'common' (one optimiser) or 'per_agent' (benchmarks only; needs "
+                      "backend loop or fork)", default="common")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    total_env_steps: int = _help("env steps to train for (summed over env copies)",
+                                 default=300_000)
+    log_every: int = _help("env steps between metric lines", default=10_000)
+    checkpoint_every: int = _help("env steps between checkpoints", default=50_000)
+    progress: bool = _help("print progress lines", default=True)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dir: str | None = _help("run directory (default: runs/<task>__<algo>__<sharing>__<time>)",
+                            default=None)
+    resume: bool = _help("continue the run in run.dir from its last checkpoint", default=False)
+    tensorboard: bool = _help("write tensorboard event files", default=True)
+
+
+@dataclass(frozen=True)
+class Config:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    groups: GroupsConfig = field(default_factory=GroupsConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    seed: int = _help("random seed", default=1)
+    device: str = _help("'cpu', 'cuda' or 'auto'", default="cpu")
+    torch_threads: int | None = _help("torch intra-op threads (default: torch's choice)",
+                                      default=None)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "env.vector": ("sync", "subprocess"),
+    "algo.name": ("ippo", "mappo"),
+    "algo.reward_norm": ("none", "running", "episode"),
+    "groups.sharing": ("shared", "independent"),
+    "groups.backend": ("batched", "fork", "loop"),
+    "groups.activation": ("tanh", "relu"),
+    "optim.clip_mode": ("global", "group"),
+    "optim.mode": ("common", "per_agent"),
+    "device": ("cpu", "cuda", "auto"),
+}
+
+# Named hyperparameter sets: defaults for a family of tasks, applied before the user's keys.
+HPSETS: dict[str, dict[str, Any]] = {
+    "ippo_mpe": {"algo.name": "ippo"},
+    "mappo_mpe": {"algo.name": "mappo"},
+    "ippo_tiny": {
+        "env.task": "toy/coop_match", "env.num_envs": 8, "algo.num_steps": 16,
+        "algo.update_epochs": 4, "algo.num_minibatches": 2, "optim.lr": 3e-3,
+        "train.total_env_steps": 8_000, "train.log_every": 2_000,
+        "train.checkpoint_every": 4_000,
+    },
+}
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def flat_keys(cls: type = Config, prefix: str = "") -> dict[str, tuple[Any, str]]:
+    """Every dotted key of the config with its type and help text."""
+    keys: dict[str, tuple[Any, str]] = {}
+    hints = _type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name = prefix + f.name
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys.update(flat_keys(typing.cast(type, hint), name + "."))
+        else:
+            keys[name] = (hint, f.metadata.get("help", ""))
+    return keys
+
+
+def _closest(key: str, candidates: Iterable[str]) -> str:
+    candidates = list(candidates)
+    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.0)
+    # Also try matching on the last component, which catches a right key in the wrong section.
+    tails = {c.rsplit(".", 1)[-1]: c for c in candidates}
+    tail = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(tails), n=1, cutoff=0.8)
+    if tail:
+        return tails[tail[0]]
+    return match[0] if match else ""
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the type ``hint``; parse strings from the command line."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if errors else f"{key}: cannot be None")
+    if isinstance(value, str) and hint is float:
+        try:  # YAML 1.1 reads "3e-4" as a string; Python reads it as the float it means
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, str) and hint is not str:
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{key}: could not parse {value!r}: {error}") from error
+    expected = origin or hint
+    if expected is Any:
+        return value
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if expected in (list, tuple) and isinstance(value, (list, tuple)):
+        inner = args[0] if args else Any
+        return [_coerce(key, v, inner) for v in value]
+    if expected is dict and isinstance(value, dict):
+        return dict(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(
+            f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r} "
+            f"({type(value).__name__}). Example: {key}={_example(hint)}"
+        )
+    return value
+
+
+def _example(hint: Any) -> str:
+    return {int: "10", float: "0.001", bool: "true", str: "name"}.get(hint, "...")
+
+
+def _set(tree: dict[str, Any], key: str, value: Any) -> None:
+    node = tree
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested sections to dotted keys; dict-valued fields (``env.kwargs``) stay whole."""
+    keys = flat_keys()
+    flat: dict[str, Any] = {}
+    for name, value in tree.items():
+        key = prefix + str(name)
+        if isinstance(value, Mapping) and key not in keys:
+            flat.update(flatten(value, key + "."))
+        else:
+            flat[key] = value
+    return flat
+
+
+def apply(config: Config, updates: Mapping[str, Any]) -> Config:
+    """Return ``config`` with dotted-key ``updates`` applied and checked.
+
+    Keys under a dict-valued field (``env.kwargs.N``) set one entry of that dict.
+    """
+    keys = flat_keys()
+    tree = to_dict(config)
+    for key, value in updates.items():
+        if key in keys:
+            hint, _ = keys[key]
+            value = _coerce(key, value, hint)
+            allowed = CHOICES.get(key)
+            if allowed is not None and value not in allowed:
+                raise ConfigError(f"{key}: expected one of {', '.join(allowed)}; got {value!r}")
+            _set(tree, key, value)
+            continue
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        if parent in keys and typing.get_origin(_strip_optional(keys[parent][0])) is dict:
+            sub = tree_get(tree, parent) or {}
+            sub = dict(sub)
+            raw = value
+            sub[key.rsplit(".", 1)[1]] = yaml.safe_load(raw) if isinstance(raw, str) else raw
+            _set(tree, parent, sub)
+            continue
+        closest = _closest(key, keys)
+        raise ConfigError(
+            f"unknown config key {key!r}; did you mean {closest!r}? "
+            "(`marl train --help` lists every key)"
+        )
+    return from_dict(tree)
+
+
+def _strip_optional(hint: Any) -> Any:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return hint
+
+
+def tree_get(tree: Mapping[str, Any], key: str) -> Any:
+    node: Any = tree
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(tree: Mapping[str, Any], cls: type = Config) -> Any:
+    hints = _type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in tree.items():
+        if name not in names:
+            raise ConfigError(f"unknown config key {name!r} in section {cls.__name__}; "
+                              f"did you mean {_closest(name, names)!r}?")
+        hint = hints[name]
+        kwargs[name] = from_dict(value, hint) if dataclasses.is_dataclass(hint) else value
+    return cls(**kwargs)
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, str]:
+    """Parse ``key=value`` strings from the command line."""
+    updates: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"expected key=value, got {item!r} (for example optim.lr=3e-4)")
+        key, value = item.split("=", 1)
+        updates[key.strip()] = value
+    return updates
+
+
+def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+         hpset: str | None = None) -> Config:
+    """Build a config from defaults, an hpset, a YAML file and overrides, in that order.
+
+    A YAML file may name an ``hpset:`` at its top level.
+    """
+    updates: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text()
+        try:
+            tree = yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from error
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys, got {type(tree).__name__}")
+        hpset = tree.pop("hpset", hpset)
+        updates.update(flatten(tree))
+    overrides = dict(overrides or {})
+    hpset = overrides.pop("hpset", hpset)
+    config = Config()
+    if hpset is not None:
+        if hpset not in HPSETS:
+            raise ConfigError(f"unknown hpset {hpset!r}; available: {', '.join(sorted(HPSETS))}")
+        config = apply(config, HPSETS[hpset])
+    return apply(apply(config, updates), overrides)
+
+
+def dump(config: Config, path: str | Path) -> None:
+    """Write the full resolved config as YAML (reloadable with :func:`load`)."""
+    from marl.checkpoint import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def help_text() -> str:
+    """Every key with its type, default and meaning, for ``--help``."""
+    defaults = flatten(to_dict(Config()))
+    lines = []
+    for key, (hint, text) in flat_keys().items():
+        type_name = getattr(hint, "__name__", str(hint).replace("typing.", ""))
+        lines.append(f"  {key:<26} {text} [{type_name}, default {defaults.get(key)!r}]")
+    return "\n".join(lines)
