@@ -54,7 +54,8 @@ class GroupObs(NamedTuple):
     Attributes:
         obs: ``[E, A_g, *obs_shape]`` float32.
         alive: ``[E, A_g]`` bool, agents that act at this step.
-        action_mask: ``[E, A_g, n]`` bool (True = allowed) or None.
+        action_mask: ``[E, A_g, n]`` bool (True = allowed) or None. Slots of agents
+            that are not alive, or that reported no mask, allow every action.
     """
 
     obs: torch.Tensor
@@ -73,8 +74,10 @@ class GroupStep(NamedTuple):
             not reach a terminal state and its return should bootstrap from
             ``final_obs``.
         final_obs: ``[E, A_g, *obs_shape]``, the observation returned by this
-            transition, before any auto-reset (equal to ``next.obs`` where the copy did
-            not reset).
+            transition, before any auto-reset. It equals ``next.obs`` where the copy did
+            not reset, except for an agent that left in this transition: ``final_obs``
+            keeps its last observation (to bootstrap a truncated agent), ``next.obs``
+            is zero.
         next: the observation to act on next (after auto-reset).
     """
 

@@ -39,7 +39,8 @@ class EnvConfig:
         "keyword arguments for the env constructor (env.kwargs.N=3)", default_factory=dict
     )
     num_envs: int = _help("number of env copies stepped together", default=16)
-    vector: str = _help("'sync' (in-process) or 'subprocess' (shared-memory workers)", default="sync")
+    vector: str = _help("'sync' (in-process) or 'subprocess' (shared-memory workers)",
+                        default="sync")
     num_workers: int | None = _help("subprocess workers (default: one per CPU core)", default=None)
     groups: dict[str, list[str]] | None = _help(
         "explicit agent groups {group: [agent, ...]}; default groups by name prefix", default=None
@@ -193,9 +194,9 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_none and type(None) in args:
+            return None
         errors = []
         for arg in args:
             if arg is type(None):
@@ -319,7 +320,8 @@ def from_dict(tree: Mapping[str, Any], cls: type = Config) -> Any:
             raise ConfigError(f"unknown config key {name!r} in section {cls.__name__}; "
                               f"did you mean {_closest(name, names)!r}?")
         hint = hints[name]
-        kwargs[name] = from_dict(value, hint) if dataclasses.is_dataclass(hint) else value
+        is_section = isinstance(hint, type) and dataclasses.is_dataclass(hint)
+        kwargs[name] = from_dict(value, hint) if is_section else value
     return cls(**kwargs)
 
 
@@ -348,7 +350,8 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
         except yaml.YAMLError as error:
             raise ConfigError(f"{path}: not valid YAML: {error}") from error
         if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: expected a mapping of config keys, got {type(tree).__name__}")
+            raise ConfigError(
+                f"{path}: expected a mapping of config keys, got {type(tree).__name__}")
         hpset = tree.pop("hpset", hpset)
         updates.update(flatten(tree))
     overrides = dict(overrides or {})

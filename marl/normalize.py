@@ -119,7 +119,8 @@ class EpisodeRewardStandardizer(nn.Module):
     def __init__(self, batch_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.stats = RunningMeanStd(())
-        self.register_buffer("sums", torch.zeros(batch_shape, dtype=torch.float64), persistent=False)
+        self.register_buffer("sums", torch.zeros(batch_shape, dtype=torch.float64),
+                             persistent=False)
         self.register_buffer("sq_sums", torch.zeros(batch_shape, dtype=torch.float64),
                              persistent=False)
         self.register_buffer("counts", torch.zeros(batch_shape, dtype=torch.float64),

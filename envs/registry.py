@@ -1,0 +1,232 @@
+"""Task ids to PettingZoo ParallelEnvs, and :func:`make` for batched envs.
+
+A task id is either
+
+* ``"<family>/<name>"``: a task of one of :data:`marl_envs.families.FAMILIES`, e.g.
+  ``"mpe2/simple_spread_v3"`` (``mpe2.simple_spread_v3.parallel_env(**kwargs)``),
+  ``"sisl/multiwalker_v9"``, ``"classic/rps_v2"``, ``"toy/coop_match"``; or
+* ``"<module.path>:<function>"``: any importable callable returning a ParallelEnv,
+  called with the task kwargs.
+
+``FAMILIES`` is the one place that says which code builds which task.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from marl_envs.core import BatchedEnv
+from marl_envs.errors import (
+    MissingDependencyError,
+    TaskKwargsError,
+    UnknownTaskError,
+)
+from marl_envs.families import FAMILIES, Constructor, Family
+from marl_envs.subproc import SubprocVectorEnv
+from marl_envs.vector import SyncVectorEnv
+from marl_envs.wrappers import TimeLimit
+from pettingzoo import AECEnv, ParallelEnv
+
+VECTOR_BACKENDS = ("sync", "subprocess")
+
+
+@dataclass(frozen=True)
+class TaskFactory:
+    """A picklable zero-argument env constructor (what subprocess workers receive)."""
+
+    task: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    max_episode_steps: int | None = None
+
+    def __call__(self) -> ParallelEnv:
+        return make_parallel_env(self.task, self.kwargs, self.max_episode_steps)
+
+
+def make(
+    task: str,
+    num_envs: int = 1,
+    kwargs: Mapping[str, Any] | None = None,
+    vector: str = "sync",
+    num_workers: int | None = None,
+    groups: Mapping[str, Sequence[str]] | None = None,
+    max_episode_steps: int | None = None,
+    include_state: bool = True,
+) -> BatchedEnv:
+    """A batched env of ``num_envs`` copies of ``task``.
+
+    Args:
+        task: ``"family/name"`` or ``"module.path:function"`` (see module docstring).
+        num_envs: number of copies ``E``.
+        kwargs: keyword arguments of the task's constructor.
+        vector: ``"sync"`` (one process) or ``"subprocess"`` (shared-memory workers).
+        num_workers: worker processes for ``"subprocess"``; default ``min(E, cpus)``.
+        groups: explicit grouping ``{group: [agent, ...]}``; default by name prefix.
+        max_episode_steps: truncate episodes after this many steps (:class:`TimeLimit`).
+        include_state: return ``env.state()`` as ``state``/``final_state`` when the task
+            has it.
+
+    Raises:
+        UnknownTaskError, MissingDependencyError, TaskKwargsError,
+        NotParallelizableError, UnsupportedSpaceError, GroupingError.
+    """
+    if vector not in VECTOR_BACKENDS:
+        raise ValueError(f"vector must be one of {VECTOR_BACKENDS}, got {vector!r}.")
+    if vector == "sync" and num_workers is not None:
+        raise ValueError("num_workers applies to vector='subprocess' only; drop it or switch.")
+    factory = TaskFactory(task, dict(kwargs or {}), max_episode_steps)
+    if vector == "sync":
+        return SyncVectorEnv(factory, num_envs, groups=groups, include_state=include_state)
+    return SubprocVectorEnv(
+        factory, num_envs, num_workers=num_workers, groups=groups, include_state=include_state
+    )
+
+
+def make_parallel_env(
+    task: str, kwargs: Mapping[str, Any] | None = None, max_episode_steps: int | None = None
+) -> ParallelEnv:
+    """One PettingZoo ParallelEnv of ``task`` (unbatched), optionally time-limited."""
+    kwargs = dict(kwargs or {})
+    constructor, signature_source = _resolve(task)
+    _check_kwargs(task, signature_source, kwargs)
+    try:
+        env = constructor(**kwargs)
+    except ImportError as error:
+        raise MissingDependencyError(f"task {task!r} could not be built: {error}") from error
+    except TypeError as error:
+        if "unexpected keyword argument" in str(error):
+            raise TaskKwargsError(f"task {task!r} rejected its kwargs {kwargs}: {error}") from error
+        raise
+    _check_is_parallel_env(task, env)
+    return env if max_episode_steps is None else TimeLimit(env, max_episode_steps)
+
+
+def list_families(installed_only: bool = False) -> list[str]:
+    """Family names, in :data:`FAMILIES` order; optionally only those importable here."""
+    return [name for name, family in FAMILIES.items() if family.installed() or not installed_only]
+
+
+def list_tasks(family: str | None = None) -> list[str]:
+    """Task ids (``family/name``) of one family or of every installed family.
+
+    A listed task may still need extras to build (``make`` then says which).
+    """
+    names = [family] if family is not None else list_families(installed_only=True)
+    tasks: list[str] = []
+    for name in names:
+        tasks += [f"{name}/{task}" for task in _family(name, name).task_names()]
+    return tasks
+
+
+def _resolve(task: str) -> Constructor:
+    if ":" in task:
+        function = _import_callable(task)
+        return function, function
+    family_name, slash, name = task.partition("/")
+    if not slash or not name:
+        raise UnknownTaskError(
+            f"task id {task!r} must look like 'family/name' (e.g. 'mpe2/simple_spread_v3') "
+            f"or 'module.path:function'; families: {list_families()}."
+        )
+    family = _family(family_name, task)
+    names = family.task_names()
+    if name not in names:
+        close = _closest(name, names, n=3, cutoff=0.6)
+        hint = f" Did you mean {[f'{family_name}/{match}' for match in close]}?" if close else ""
+        raise UnknownTaskError(
+            f"unknown task {task!r}: family {family_name!r} has no task {name!r}.{hint} "
+            f"Tasks of {family_name!r}: {names}."
+        )
+    return family.constructor(task, name)
+
+
+def _family(family_name: str, task: str) -> Family:
+    family = FAMILIES.get(family_name)
+    if family is None:
+        close = _closest(family_name, list(FAMILIES), n=2, cutoff=0.6)
+        hint = f" Did you mean {close}?" if close else ""
+        installed = list_families(installed_only=True)
+        missing = [name for name in FAMILIES if name not in installed]
+        raise UnknownTaskError(
+            f"unknown task family {family_name!r} in {task!r}.{hint} Installed families: "
+            f"{installed}; not installed: {missing}. For your own env, pass "
+            "'module.path:function'."
+        )
+    if not family.installed():
+        raise MissingDependencyError(
+            f"task family {family_name!r} is not installed (needed by {task!r}). "
+            f"Install it with: {family.install}"
+        )
+    return family
+
+
+def _import_callable(task: str) -> Callable[..., Any]:
+    module_name, _, attribute_path = task.partition(":")
+    try:
+        module: ModuleType = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name is not None and module_name.startswith(error.name):
+            raise UnknownTaskError(
+                f"task {task!r}: cannot import module {module_name!r} ({error}). Check the "
+                "module path and that its package is installed or on sys.path."
+            ) from error
+        raise MissingDependencyError(
+            f"task {task!r}: module {module_name!r} needs {error.name!r}, which is not installed."
+        ) from error
+    target: Any = module
+    for part in attribute_path.split("."):
+        if not hasattr(target, part):
+            public = [name for name in dir(target) if not name.startswith("_")]
+            close = _closest(part, public, n=3, cutoff=0.6)
+            hint = f" Did you mean {close}?" if close else ""
+            raise UnknownTaskError(f"task {task!r}: {target!r} has no attribute {part!r}.{hint}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise UnknownTaskError(f"task {task!r}: {attribute_path!r} is not callable.")
+    return target
+
+
+def _check_kwargs(task: str, signature_source: Any, kwargs: Mapping[str, Any]) -> None:
+    """Reject kwargs the constructor's signature does not name (before building)."""
+    try:
+        parameters = inspect.signature(signature_source).parameters
+    except (TypeError, ValueError):
+        return
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
+        return
+    keyword_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    accepted = [name for name, parameter in parameters.items() if parameter.kind in keyword_kinds]
+    for key in kwargs:
+        if key not in accepted:
+            close = _closest(key, accepted, n=1, cutoff=0.5)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise TaskKwargsError(
+                f"task {task!r} does not accept the keyword argument {key!r}.{hint} "
+                f"Accepted: {accepted}."
+            )
+
+
+def _closest(name: str, candidates: Sequence[str], n: int, cutoff: float) -> list[str]:
+    """The candidates most similar to ``name``, ignoring case (``n`` finds ``N``)."""
+    by_lower = {candidate.lower(): candidate for candidate in candidates}
+    matches = difflib.get_close_matches(name.lower(), list(by_lower), n=n, cutoff=cutoff)
+    return [by_lower[match] for match in matches]
+
+
+def _check_is_parallel_env(task: str, env: Any) -> None:
+    if isinstance(env, AECEnv):
+        raise TypeError(
+            f"task {task!r} returned an AEC env ({env}); expected a ParallelEnv. Wrap it "
+            "with pettingzoo.utils.conversions.aec_to_parallel (or "
+            "turn_based_aec_to_parallel for turn-based games) in your function."
+        )
+    if not all(hasattr(env, name) for name in ("possible_agents", "reset", "step")):
+        raise TypeError(
+            f"task {task!r} returned {type(env).__name__}; expected a PettingZoo ParallelEnv "
+            "(with possible_agents, reset and step)."
+        )

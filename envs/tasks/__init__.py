@@ -1,0 +1,10 @@
+"""Small PettingZoo ParallelEnv tasks of our own, fast and seeded, for testing learners.
+
+Registered in :data:`marl_envs.registry.TOY_TASKS` as ``toy/<name>``.
+"""
+
+from marl_envs.tasks.coop_match import CoopMatchEnv
+from marl_envs.tasks.endless import EndlessEnv
+from marl_envs.tasks.leave_early import LeaveEarlyEnv
+
+__all__ = ["CoopMatchEnv", "EndlessEnv", "LeaveEarlyEnv"]

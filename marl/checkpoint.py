@@ -1,0 +1,96 @@
+"""Atomic checkpoints and safe loading.
+
+A checkpoint is written to a temporary file in the same folder and renamed over its
+final name, so a crash mid-write never leaves a half-written file under a checkpoint's
+name, and the previous checkpoints stay intact. Loading uses
+``torch.load(weights_only=True)``, which refuses to run code stored in a file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_NAME = re.compile(r"^step_(\d+)\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt or does not fit this run."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def save(directory: Path, env_steps: int, state: dict[str, Any], keep: int = 3) -> Path:
+    """Write ``state`` as ``directory/step_<env_steps>.pt``; keep the newest ``keep`` files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"step_{env_steps:012d}.pt"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        with open(tmp, "rb") as stream:
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    for old in list_checkpoints(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Checkpoint files in ``directory``, oldest first."""
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest(directory: Path) -> Path:
+    checkpoints = list_checkpoints(directory)
+    if not checkpoints:
+        raise CheckpointError(
+            f"no checkpoint in {directory}: expected files named step_<env steps>.pt. "
+            "Was the run stopped before its first checkpoint (train.checkpoint_every)?"
+        )
+    return checkpoints[-1]
+
+
+def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely; a corrupt file raises :class:`CheckpointError`."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except Exception as error:
+        older = [p.name for p in list_checkpoints(path.parent) if p != path]
+        hint = (f"; earlier checkpoints in the folder: {', '.join(older)} (move {path.name} "
+                "away to use them)") if older else ""
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a marlshare checkpoint "
+                              f"({type(error).__name__}: {reason}){hint}") from error
+    if not isinstance(state, dict) or "env_steps" not in state:
+        raise CheckpointError(f"checkpoint {path} is not a marlshare checkpoint (no env_steps)")
+    return state

@@ -1,0 +1,81 @@
+"""Evaluate a trained run: mean per-agent episode return with a 95% confidence interval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from marl import checkpoint
+from marl.algos.ppo import PPO
+from marl.config import Config, apply, load
+from marl.groups import AgentGroup
+from marl.logging import EpisodeTracker
+from marl.trainer import build_env, load_modules, resolve_device
+
+
+def bootstrap_ci(values: list[float], confidence: float = 0.95, resamples: int = 10_000,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean."""
+    data = np.asarray(values, dtype=np.float64)
+    if data.size < 2:
+        return (float(data.mean()), float(data.mean())) if data.size else (float("nan"),) * 2
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, data.size, (resamples, data.size))].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+@torch.no_grad()
+def evaluate(run_dir: str | Path, episodes: int = 20, greedy: bool = False,
+             seed: int = 12345, device: str | None = None) -> dict[str, Any]:
+    """Run the latest checkpoint of ``run_dir`` for ``episodes`` episodes.
+
+    Observation statistics are frozen; the policy samples its actions unless
+    ``greedy``. With several env copies the first ``episodes`` episodes to finish are
+    counted, which favours short episodes on tasks whose length varies.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: no config.yaml in it")
+    config: Config = load(config_path)
+    num_envs = max(1, min(episodes, config.env.num_envs))
+    overrides: dict[str, Any] = {"env.num_envs": num_envs, "env.vector": "sync", "seed": seed}
+    config = apply(config, overrides)
+    torch_device = resolve_device(device or config.device)
+    env = build_env(config, torch_device)
+    try:
+        algo = PPO(env, config, torch_device)
+        path = checkpoint.latest(run_dir / "checkpoints")
+        state = checkpoint.load(path, map_location=torch_device)
+        load_modules(algo, state, path)
+        tracker = EpisodeTracker({n: s.num_agents for n, s in env.groups.items()}, num_envs,
+                                 torch_device, keep_episodes=True)
+        current = env.reset(seed=seed)
+        while len(tracker.episodes) < episodes:
+            actions, alive = {}, {}
+            for name, group in algo.groups.items():
+                assert isinstance(group, AgentGroup)
+                obs = current.groups[name]
+                flat = group.prepare_obs(obs.obs.to(torch_device))
+                mask = None if obs.action_mask is None else obs.action_mask.to(torch_device)
+                action = group.act(flat, mask, deterministic=greedy).action
+                actions[name] = group.env_action(action).to(env.device)
+                alive[name] = obs.alive.to(torch_device)
+            step = env.step(actions)
+            tracker.record(step, alive)
+            current = type(current)({n: s.next for n, s in step.groups.items()}, step.state)
+    finally:
+        env.close()
+    returns = [e["episode_return"] for e in tracker.episodes[:episodes]]
+    low, high = bootstrap_ci(returns)
+    per_group = {key.split("/", 1)[1]: float(np.mean([e[key] for e in tracker.episodes[:episodes]]))
+                 for key in tracker.episodes[0] if key.startswith("episode_return/")}
+    return {"run_dir": str(run_dir), "checkpoint": str(path), "env_steps": int(state["env_steps"]),
+            "episodes": len(returns), "greedy": greedy,
+            "episode_return_mean": float(np.mean(returns)), "ci95": [low, high],
+            "episode_return_std": float(np.std(returns)), "per_group": per_group}

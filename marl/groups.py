@@ -1,0 +1,195 @@
+"""Agent groups: the agents of one kind, their policy, critic and observation statistics.
+
+A group runs all of its agents in one call: ``obs: [*B, A, F] -> [*B, A, ...]``. Whether
+the agents share one network (with a one-hot agent ID) or each has its own is decided
+by :func:`marl.nets.make_group_net`; nothing else in the learner depends on it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import gymnasium
+import torch
+from marl_envs.core import GroupSpec
+from torch import nn
+
+from marl.config import Config
+from marl.nets import make_group_net
+from marl.normalize import RunningMeanStd
+
+_MASKED_LOGIT = -1e8
+
+
+class UnsupportedSpaceError(TypeError):
+    """An observation or action space the learner cannot handle."""
+
+
+class ActionOutput(NamedTuple):
+    """Actions sampled for a group.
+
+    Attributes:
+        action: ``[*B, A]`` int64 (discrete) or ``[*B, A, D]`` float32 (continuous).
+        log_prob: ``[*B, A]``.
+    """
+
+    action: torch.Tensor
+    log_prob: torch.Tensor
+
+
+class AgentGroup(nn.Module):
+    """Policy and critic for the agents of one group.
+
+    Args:
+        spec: the group's agents and spaces.
+        critic_features: size of one agent's critic input (its own observation for IPPO,
+            the global state for MAPPO).
+        sharing: ``"shared"`` or ``"independent"``.
+        config: hidden sizes, activation, agent IDs and backend come from
+            ``config.groups``; the initial log-std from ``config.algo``.
+    """
+
+    def __init__(self, spec: GroupSpec, critic_features: int, sharing: str,
+                 config: Config) -> None:
+        super().__init__()
+        self.spec = spec
+        self.name = spec.name
+        self.num_agents = spec.num_agents
+        self.obs_features = math.prod(spec.obs_shape)
+        self.discrete, action_dim = _action_layout(spec)
+        self.action_dim = action_dim
+        net = config.groups
+
+        def build(in_features: int, out_features: int, out_gain: float) -> nn.Module:
+            return make_group_net(
+                sharing, in_features, out_features, self.num_agents, hidden=net.hidden,
+                activation=net.activation, out_gain=out_gain, agent_id=net.agent_id,
+                backend=net.backend,
+            )
+
+        # Orthogonal init gains follow Andrychowicz et al. 2021 (arXiv:2006.05990):
+        # a near-zero policy head starts close to uniform, the value head at gain 1.
+        self.actor = build(self.obs_features, action_dim, 0.01)
+        self.critic = build(critic_features, 1, 1.0)
+        if not self.discrete:
+            std_shape = (action_dim,) if sharing == "shared" else (self.num_agents, action_dim)
+            self.log_std = nn.Parameter(torch.full(std_shape, config.algo.log_std_init))
+        self.obs_norm = RunningMeanStd((self.obs_features,)) if config.algo.obs_norm else None
+        self.value_norm = RunningMeanStd(()) if config.algo.value_norm else None
+        if self.discrete:
+            self.register_buffer("_action_low", torch.zeros(0), persistent=False)
+            self.register_buffer("_action_high", torch.zeros(0), persistent=False)
+        else:
+            space = spec.action_space
+            assert isinstance(space, gymnasium.spaces.Box)
+            self.register_buffer("_action_low", torch.as_tensor(space.low).flatten(),
+                                 persistent=False)
+            self.register_buffer("_action_high", torch.as_tensor(space.high).flatten(),
+                                 persistent=False)
+
+    def prepare_obs(self, obs: torch.Tensor, alive: torch.Tensor | None = None,
+                    update: bool = False) -> torch.Tensor:
+        """Flatten ``obs: [*B, A, *obs_shape]`` to ``[*B, A, F]`` and normalise it.
+
+        With ``update``, the running statistics first absorb the observations of the
+        agents marked ``alive: [*B, A]`` (padding slots of absent agents are left out).
+        """
+        flat = obs.reshape(*obs.shape[:-len(self.spec.obs_shape)], self.obs_features).float()
+        if self.obs_norm is None:
+            return flat
+        if update:
+            self.obs_norm.update(flat, alive)
+        return self.obs_norm.normalize(flat)
+
+    def distribution(self, obs: torch.Tensor,
+                     action_mask: torch.Tensor | None = None) -> _Distribution:
+        """The policy at ``obs: [*B, A, F]``; ``action_mask: [*B, A, n]`` bool or None."""
+        out = self.actor(obs)
+        if self.discrete:
+            if action_mask is not None:
+                out = out.masked_fill(~action_mask, _MASKED_LOGIT)
+            return _Categorical(out)
+        return _Gaussian(out, self.log_std.expand_as(out))
+
+    def act(self, obs: torch.Tensor, action_mask: torch.Tensor | None = None,
+            deterministic: bool = False) -> ActionOutput:
+        """Sample (or take the mode of) the policy at ``obs: [*B, A, F]``."""
+        dist = self.distribution(obs, action_mask)
+        action = dist.mode() if deterministic else dist.sample()
+        return ActionOutput(action, dist.log_prob(action))
+
+    def value(self, critic_input: torch.Tensor) -> torch.Tensor:
+        """Values ``[*B, A]`` (in return units) from ``critic_input: [*B, A, C]``."""
+        value = self.critic(critic_input).squeeze(-1)
+        if self.value_norm is not None:
+            value = self.value_norm.denormalize(value)
+        return value
+
+    def env_action(self, action: torch.Tensor) -> torch.Tensor:
+        """Actions as the env takes them: Gaussian samples clipped to the Box bounds."""
+        if self.discrete:
+            return action
+        high, low = self._action_high, self._action_low
+        assert isinstance(high, torch.Tensor) and isinstance(low, torch.Tensor)
+        return torch.maximum(torch.minimum(action, high), low)
+
+
+class _Categorical:
+    """Categorical over logits ``[*B, A, n]``; lighter than ``torch.distributions``."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        self.log_probs = torch.log_softmax(logits, dim=-1)
+
+    def sample(self) -> torch.Tensor:
+        # Gumbel-max: one fused pass, no reshape to 2-D as torch.multinomial needs.
+        uniform = torch.rand_like(self.log_probs).clamp_(1e-12, 1.0)
+        return (self.log_probs - torch.log(-torch.log(uniform))).argmax(-1)
+
+    def mode(self) -> torch.Tensor:
+        return self.log_probs.argmax(-1)
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        return self.log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+
+    def entropy(self) -> torch.Tensor:
+        probs = self.log_probs.exp()
+        return -(probs * self.log_probs.clamp_min(_MASKED_LOGIT)).sum(-1)
+
+
+class _Gaussian:
+    """Diagonal Gaussian with mean ``[*B, A, D]``; log-probs summed over ``D``."""
+
+    def __init__(self, mean: torch.Tensor, log_std: torch.Tensor) -> None:
+        self.mean = mean
+        self.log_std = log_std
+
+    def sample(self) -> torch.Tensor:
+        return self.mean + self.log_std.exp() * torch.randn_like(self.mean)
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        z = (action - self.mean) * torch.exp(-self.log_std)
+        return (-0.5 * z * z - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return (self.log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+
+
+_Distribution = _Categorical | _Gaussian
+
+
+def _action_layout(spec: GroupSpec) -> tuple[bool, int]:
+    """Whether the group's actions are discrete, and the policy head size."""
+    space = spec.action_space
+    if isinstance(space, gymnasium.spaces.Discrete):
+        return True, int(space.n)
+    if isinstance(space, gymnasium.spaces.Box) and len(space.shape) == 1:
+        return False, int(space.shape[0])
+    raise UnsupportedSpaceError(
+        f"group {spec.name!r} (agents {', '.join(spec.agents)}): action space {space} is not "
+        "supported; expected Discrete(n) or a 1-D Box. Wrap the env to flatten the action "
+        "space, or use a task with discrete or vector-continuous actions."
+    )

@@ -1,0 +1,167 @@
+"""Episode statistics, metrics files, tensorboard and console progress."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from marl_envs.core import BatchedStep
+
+
+class EpisodeTracker:
+    """Accumulates per-agent episode returns from batched steps, without syncing.
+
+    An episode's return is the mean, over the agents that took part in it, of each
+    agent's summed reward; per-group returns average over the group's agents only.
+    Finished episodes are summed in tensors; :meth:`pop` reads them out (one sync).
+
+    Args:
+        num_agents: agents per group.
+        num_envs: env copies.
+        keep_episodes: also keep every finished episode's return (for evaluation).
+    """
+
+    def __init__(self, num_agents: Mapping[str, int], num_envs: int, device: torch.device,
+                 keep_episodes: bool = False) -> None:
+        self.names = list(num_agents)
+        self.sums = {g: torch.zeros(num_envs, n, device=device) for g, n in num_agents.items()}
+        self.took_part = {g: torch.zeros(num_envs, n, dtype=torch.bool, device=device)
+                          for g, n in num_agents.items()}
+        self.lengths = torch.zeros(num_envs, device=device)
+        self.keep_episodes = keep_episodes
+        self.episodes: list[dict[str, float]] = []
+        self._zero_totals(device)
+
+    def _zero_totals(self, device: torch.device) -> None:
+        # Row 0: team return; rows 1..G: per-group returns; last row: episode length.
+        self.totals = torch.zeros(len(self.names) + 2, device=device)
+        self.count = torch.zeros((), device=device)
+
+    def record(self, step: BatchedStep, alive: Mapping[str, torch.Tensor]) -> None:
+        """Add one step; ``alive[g]: [E, A_g]`` marks the agents that acted in it."""
+        team_sum = torch.zeros_like(self.lengths)
+        team_count = torch.zeros_like(self.lengths)
+        per_group = []
+        for g in self.names:
+            self.sums[g] += step.groups[g].reward.to(self.sums[g].device)
+            self.took_part[g] |= alive[g]
+            part = self.took_part[g].to(self.sums[g].dtype)
+            group_sum = (self.sums[g] * part).sum(-1)
+            group_count = part.sum(-1)
+            team_sum += group_sum
+            team_count += group_count
+            per_group.append(group_sum / group_count.clamp_min(1.0))
+        self.lengths += 1
+        done = step.env_done.to(self.lengths.device)
+        rows = torch.stack([team_sum / team_count.clamp_min(1.0), *per_group, self.lengths])
+        self.totals += (rows * done).sum(-1)
+        self.count += done.sum()
+        if self.keep_episodes and bool(done.any()):
+            for e in done.nonzero().flatten().tolist():
+                values = rows[:, e].tolist()
+                self.episodes.append({"episode_return": values[0], "episode_length": values[-1],
+                                      **{f"episode_return/{g}": v
+                                         for g, v in zip(self.names, values[1:-1], strict=True)}})
+        keep = (~done).to(self.lengths.dtype)
+        self.lengths *= keep
+        for g in self.names:
+            self.sums[g] *= keep.unsqueeze(-1)
+            self.took_part[g] &= ~done.unsqueeze(-1)
+
+    def pop(self) -> dict[str, float]:
+        """Mean returns and lengths of the episodes finished since the last call."""
+        count = float(self.count)
+        if count == 0:
+            return {"episodes": 0}
+        means = (self.totals / count).tolist()
+        out = {"episodes": int(count), "episode_return": means[0], "episode_length": means[-1]}
+        out.update({f"episode_return/{g}": v
+                    for g, v in zip(self.names, means[1:-1], strict=True)})
+        self._zero_totals(self.totals.device)
+        return out
+
+
+class MetricsWriter:
+    """Writes ``metrics.jsonl`` lines, tensorboard scalars and console progress lines.
+
+    Tensorboard tags live in fixed namespaces: ``charts/`` (returns, speed, schedules)
+    and ``losses/<group>/`` (loss terms), as CleanRL lays them out.
+    """
+
+    def __init__(self, run_dir: Path, tensorboard: bool, progress: bool,
+                 total_env_steps: int, stream: TextIO = sys.stdout) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.progress = progress
+        self.total = total_env_steps
+        self.stream = stream
+        self.writer: Any = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir))
+
+    def truncate_after(self, env_steps: int) -> None:
+        """Drop lines logged after ``env_steps`` (they belong to an interrupted stretch)."""
+        if not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line)["env_steps"] <= env_steps:
+                    kept.append(line)
+            except (json.JSONDecodeError, KeyError):
+                continue  # a line cut short by a crash
+        from marl.checkpoint import atomic_write_text
+
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+
+    def hparams(self, flat_config: Mapping[str, Any]) -> None:
+        """Log hyperparameters so tensorboard's HParams view can compare runs."""
+        if self.writer is None:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        values = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                  for k, v in flat_config.items()}
+        metrics = {"charts/episode_return": float("nan")}
+        for summary in hparams(values, metrics):
+            self.writer.file_writer.add_summary(summary)
+
+    def write(self, metrics: Mapping[str, float]) -> None:
+        env_steps = int(metrics["env_steps"])
+        with self.path.open("a") as stream:
+            stream.write(json.dumps(dict(metrics)) + "\n")
+        if self.writer is not None:
+            for key, value in metrics.items():
+                if key in ("env_steps",) or not isinstance(value, (int, float)):
+                    continue
+                self.writer.add_scalar(_tag(key), value, env_steps)
+            self.writer.flush()
+        if self.progress:
+            self.stream.write(_progress_line(metrics, self.total) + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _tag(key: str) -> str:
+    if key.startswith(("episode_", "sps", "lr", "ent_coef", "episodes", "wall_time")):
+        return f"charts/{key}"
+    return f"losses/{key}"
+
+
+def _progress_line(metrics: Mapping[str, float], total: int) -> str:
+    steps = int(metrics["env_steps"])
+    ret = metrics.get("episode_return")
+    ret_text = "    n/a" if ret is None or math.isnan(ret) else f"{ret:7.2f}"
+    return (f"env steps {steps:>10,}/{total:,} ({100 * steps / max(total, 1):3.0f}%) | "
+            f"{metrics.get('sps', 0):7,.0f} steps/s | return {ret_text} | "
+            f"{time.strftime('%H:%M:%S')}")

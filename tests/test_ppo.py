@@ -1,0 +1,119 @@
+"""PPO pieces: distributions, masking, and truncation bootstrapping on an endless task."""
+
+import math
+
+import gymnasium
+import pytest
+import torch
+from marl_envs import GroupSpec, make
+
+from marl.algos.ppo import PPO, Minibatch, ppo_loss
+from marl.config import load
+from marl.groups import AgentGroup
+from marl.logging import EpisodeTracker
+
+GAMMA = 0.9
+
+
+def _spec(action_space: gymnasium.spaces.Space, num_agents: int = 3,
+          features: int = 4) -> GroupSpec:
+    return GroupSpec("agent", tuple(f"agent_{i}" for i in range(num_agents)), (features,),
+                     torch.ones(num_agents, features, dtype=torch.bool), action_space)
+
+
+def _value_after_training(task: str) -> float:
+    """Train only the critic matters here: rewards are 1 whatever the agents do."""
+    config = load(overrides={
+        "env.task": task, "env.kwargs.max_steps": "20", "env.num_envs": "4",
+        "algo.gamma": str(GAMMA), "algo.reward_norm": "none", "algo.obs_norm": "false",
+        "algo.num_steps": "40", "algo.update_epochs": "8", "optim.lr": "0.01",
+        "optim.anneal_lr": "false", "optim.max_grad_norm": "none",
+    })
+    torch.manual_seed(0)
+    env = make(task, num_envs=4, kwargs={"max_steps": 20})
+    algo = PPO(env, config, torch.device("cpu"))
+    tracker = EpisodeTracker({"agent": 2}, 4, torch.device("cpu"))
+    for _ in range(40):
+        algo.collect(tracker)
+        algo.update(0.0)
+    env.close()
+    _, _, values = algo.advantages("agent")
+    return float(values.mean())
+
+
+def test_time_limit_bootstraps_to_one_over_one_minus_gamma() -> None:
+    """Constant observation, reward 1 forever, cut every 20 steps.
+
+    Bootstrapping at truncations, the value is 1/(1-gamma) = 10. Storing the time limit
+    as a termination, the critic can only learn the average of the remaining discounted
+    reward over the episode, 10 * (1 - (1-gamma^20)/(20 (1-gamma))) ~= 5.6.
+    """
+    bootstrapped = _value_after_training("toy/endless")
+    terminating = _value_after_training("toy_factories:endless_as_terminating")
+    assert abs(bootstrapped - 1 / (1 - GAMMA)) < 0.5, bootstrapped
+    expected_wrong = 10 * (1 - (1 - GAMMA**20) / (20 * (1 - GAMMA)))
+    assert abs(terminating - expected_wrong) < 1.0, terminating
+
+
+def test_categorical_matches_torch_distribution_and_respects_masks() -> None:
+    config = load()
+    group = AgentGroup(_spec(gymnasium.spaces.Discrete(5)), 4, "shared", config)
+    obs = torch.randn(64, 3, 4)
+    mask = torch.rand(64, 3, 5) > 0.4
+    mask[..., 2] = True  # at least one legal action everywhere
+    dist = group.distribution(obs, mask)
+    reference = torch.distributions.Categorical(logits=group.actor(obs).masked_fill(~mask, -1e8))
+    actions = dist.sample()
+    assert mask.gather(-1, actions.unsqueeze(-1)).all(), "a masked action was sampled"
+    torch.testing.assert_close(dist.log_prob(actions), reference.log_prob(actions))
+    torch.testing.assert_close(dist.entropy(), reference.entropy())
+
+
+def test_gaussian_matches_torch_distribution_and_clips_to_bounds() -> None:
+    config = load()
+    space = gymnasium.spaces.Box(0.0, 1.0, (2,))
+    group = AgentGroup(_spec(space), 4, "independent", config)
+    obs = torch.randn(10, 3, 4)
+    dist = group.distribution(obs)
+    mean = group.actor(obs)
+    reference = torch.distributions.Normal(mean, group.log_std.exp().expand_as(mean))
+    action = dist.sample()
+    torch.testing.assert_close(dist.log_prob(action), reference.log_prob(action).sum(-1))
+    torch.testing.assert_close(dist.entropy(), reference.entropy().sum(-1))
+    env_action = group.env_action(action * 100)
+    assert env_action.min() >= 0.0 and env_action.max() <= 1.0
+    assert group.log_std.shape == (3, 2)  # one log-std per agent when independent
+
+
+def test_loss_ignores_agents_that_are_not_alive() -> None:
+    config = load()
+    torch.manual_seed(0)
+    group = AgentGroup(_spec(gymnasium.spaces.Discrete(5)), 4, "shared", config)
+    n = 32
+    alive = torch.rand(n, 3) > 0.3
+    batch = Minibatch(torch.randn(n, 3, 4), torch.randn(n, 3, 4), torch.randint(0, 5, (n, 3)),
+                      torch.randn(n, 3) - 1.6, torch.randn(n, 3), torch.randn(n, 3),
+                      torch.randn(n, 3), alive, None)
+    noise = torch.randn(n, 3) * 100
+    dead = (~alive).float()
+    changed = batch._replace(advantage=batch.advantage + noise * dead,
+                             returns=batch.returns + noise * dead,
+                             log_prob=batch.log_prob + noise * dead)
+    first = ppo_loss(group, batch, 0.2, 0.01, 0.5, True, True)
+    second = ppo_loss(group, changed, 0.2, 0.01, 0.5, True, True)
+    for key in first:
+        torch.testing.assert_close(first[key], second[key])
+
+
+def test_unsupported_action_space_says_what_fits() -> None:
+    config = load()
+    with pytest.raises(TypeError, match=r"MultiDiscrete.*expected Discrete\(n\) or a 1-D Box"):
+        AgentGroup(_spec(gymnasium.spaces.MultiDiscrete([2, 3])), 4, "shared", config)
+
+
+def test_entropy_of_uniform_policy_at_init() -> None:
+    """The 0.01-gain policy head starts near uniform (orthogonal init of the last layer)."""
+    config = load()
+    group = AgentGroup(_spec(gymnasium.spaces.Discrete(5)), 4, "shared", config)
+    entropy = group.distribution(torch.randn(100, 3, 4)).entropy()
+    assert torch.allclose(entropy, torch.full_like(entropy, math.log(5)), atol=1e-2)
