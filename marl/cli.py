@@ -26,7 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="marl", description="Multi-agent RL with shared or independent parameters.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run `marl train --help` for every config key.",
+        epilog="Commands:\n  marl train [--config FILE.yaml] [key=value ...]\n"
+               "  marl eval RUN_DIR [--episodes N] [--greedy]\n\nConfig keys (for marl train):\n"
+               + help_text(),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = commands.add_parser(

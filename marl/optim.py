@@ -100,7 +100,8 @@ def _per_agent_parameters(modules: Mapping[str, nn.Module]) -> list[list[nn.Para
     """
     lists: list[list[nn.Parameter]] = []
     for module in modules.values():
-        nets = [m for m in module.children() if hasattr(m, "per_agent_parameters")]
+        nets = ([module] if hasattr(module, "per_agent_parameters")
+                else [m for m in module.children() if hasattr(m, "per_agent_parameters")])
         per_net = [m.per_agent_parameters() for m in nets]  # type: ignore[operator]
         by_agent: list[list[nn.Parameter]] = [
             [p for params in agents for p in params] for agents in zip(*per_net, strict=True)

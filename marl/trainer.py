@@ -99,7 +99,8 @@ def build_env(config: Config, device: torch.device) -> BatchedEnv:
     cfg = config.env
     return make_env(cfg.task, num_envs=cfg.num_envs, kwargs=dict(cfg.kwargs), vector=cfg.vector,
                     num_workers=cfg.num_workers, groups=cfg.groups,
-                    max_episode_steps=cfg.max_episode_steps)
+                    max_episode_steps=cfg.max_episode_steps,
+                    include_state=config.algo.name == "mappo")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -42,3 +42,12 @@ class NanAfter(BaseParallelWrapper):
 
 def coop_match_nan_after(after: int = 100, **kwargs: Any) -> NanAfter:
     return NanAfter(CoopMatchEnv(**kwargs), after)
+
+
+class _CoopMatchWithoutState(CoopMatchEnv):
+    def state(self) -> np.ndarray:
+        raise NotImplementedError("this task has no global state")
+
+
+def coop_match_without_state(**kwargs: Any) -> CoopMatchEnv:
+    return _CoopMatchWithoutState(**kwargs)

@@ -1,0 +1,68 @@
+"""Shared plumbing for benchmarks: fresh processes, repetitions, JSON and Markdown output."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from marl.checkpoint import atomic_write_text
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers were taken: CPU, core count, library versions."""
+    import numpy
+    import pettingzoo
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": _cpu_count(), "python": platform.python_version(),
+        "torch": torch.__version__, "numpy": numpy.__version__,
+        "pettingzoo": pettingzoo.__version__, "cuda": torch.cuda.is_available(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run_fresh(module: str, args: Sequence[str]) -> dict[str, Any]:
+    """Run ``python -m module --worker ARGS`` in a new process; it prints one JSON line.
+
+    Each configuration gets its own process: state left by one backend (thread pools,
+    a used ``torch.jit.fork``) must not slow the next one down.
+    """
+    result = subprocess.run([sys.executable, "-m", module, "--worker", *args],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"benchmark worker {module} {' '.join(args)} failed:\n"
+                           f"{result.stderr[-2000:]}")
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def write_results(out: Path, name: str, rows: list[dict[str, Any]], table: str,
+                  extra: dict[str, Any] | None = None) -> None:
+    """Write ``results.json`` (every raw measurement) and ``results.md`` (the table)."""
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "command": " ".join([Path(sys.executable).name, *sys.argv]),
+               "machine": machine(), "rows": rows, **(extra or {})}
+    atomic_write_text(out / "results.json", json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(out / "results.md", table + "\n")
