@@ -64,7 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             result = evaluate(args.run_dir, episodes=args.episodes, greedy=args.greedy,
                               seed=args.seed, device=args.device)
-            print(json.dumps(result, indent=2))
+            try:
+                print(json.dumps(result, indent=2))
+            except BrokenPipeError:  # `marl eval ... | head` closed the pipe early
+                sys.stderr.close()
             return 0
     except (ConfigError, FileNotFoundError) as error:
         print(f"marl {args.command}: error: {error}", file=sys.stderr)

@@ -38,7 +38,7 @@ class EnvConfig:
     kwargs: dict[str, Any] = _help(
         "keyword arguments for the env constructor (env.kwargs.N=3)", default_factory=dict
     )
-    num_envs: int = _help("number of env copies stepped together", default=16)
+    num_envs: int = _help("number of env copies stepped together", default=32)
     vector: str = _help("'sync' (in-process) or 'subprocess' (shared-memory workers)",
                         default="sync")
     num_workers: int | None = _help("subprocess workers (default: one per CPU core)", default=None)
@@ -54,8 +54,11 @@ class EnvConfig:
 class AlgoConfig:
     name: str = _help("'ippo' (critic on own observation) or 'mappo' (critic on global state)",
                       default="ippo")
-    num_steps: int = _help("rollout length per env copy between updates", default=100)
-    gamma: float = _help("discount factor", default=0.99)
+    num_steps: int = _help("rollout length per env copy between updates", default=50)
+    # 0.95, not 0.99: MPE episodes are cut at 25 steps and bootstrapped there; at 0.99 most
+    # of each target is the critic's own guess at the cut state, and shared-reward tasks
+    # drifted into a policy that flies off (README, "Choosing gamma on MPE").
+    gamma: float = _help("discount factor", default=0.95)
     gae_lambda: float = _help("GAE lambda", default=0.95)
     update_epochs: int = _help("passes over each rollout", default=5)
     num_minibatches: int = _help("minibatches per pass (split over env copies)", default=2)
@@ -63,7 +66,7 @@ class AlgoConfig:
     clip_vloss: bool = _help("clip the value loss around the old values", default=False)
     ent_coef: float = _help("entropy bonus coefficient at the start", default=0.01)
     ent_coef_final: float | None = _help(
-        "entropy coefficient at the end (linear schedule); None keeps it constant", default=None
+        "entropy coefficient at the end (linear schedule); None keeps it constant", default=0.0
     )
     vf_coef: float = _help("value loss coefficient", default=0.5)
     norm_adv: bool = _help("normalise advantages over alive agents of each minibatch",
@@ -74,7 +77,7 @@ class AlgoConfig:
         "(standardise with reward statistics updated at episode ends)",
         default="running",
     )
-    value_norm: bool = _help("learn values on running-normalised targets", default=False)
+    value_norm: bool = _help("learn values on running-normalised targets", default=True)
     log_std_init: float = _help("initial log std of Gaussian policies", default=-0.5)
 
 
@@ -94,7 +97,7 @@ class GroupsConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = _help("Adam learning rate", default=1e-3)
+    lr: float = _help("Adam learning rate", default=7e-4)
     anneal_lr: bool = _help("linearly decay the learning rate to 0", default=True)
     eps: float = _help("Adam epsilon", default=1e-5)
     max_grad_norm: float | None = _help("gradient clipping norm (None: no clipping)", default=0.5)

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from marl.config import load
 from marl.evaluate import evaluate
 from marl.trainer import train
@@ -28,3 +30,12 @@ def test_without_agent_ids_a_shared_network_cannot_specialise(tmp_path: Path) ->
 
 def test_independent_networks_learn_coop_match(tmp_path: Path) -> None:
     assert _train(tmp_path, "independent", **{"groups.sharing": "independent"}) >= 4.0
+
+
+@pytest.mark.slow
+def test_ippo_shared_improves_on_simple_spread(tmp_path: Path) -> None:
+    """About 2 minutes: 150k env steps lift the per-agent return well above random (-27.1)."""
+    result = train(load(overrides={"train.total_env_steps": "150000", "train.progress": "false",
+                                   "run.dir": str(tmp_path / "spread"),
+                                   "run.tensorboard": "false"}))
+    assert result.last_metrics["episode_return"] > -23.0

@@ -293,10 +293,11 @@ def ppo_loss(group: AgentGroup, batch: Minibatch, clip_coef: float, ent_coef: fl
     target, old = batch.returns, batch.value
     if group.value_norm is not None:
         target, old = group.value_norm.normalize(target), group.value_norm.normalize(old)
-    value = 0.5 * mean((prediction - target) ** 2)
-    if clip_vloss:
+    squared_error = (prediction - target) ** 2
+    if clip_vloss:  # element-wise max, then the mean (as in the PPO reference code)
         clipped = old + (prediction - old).clamp(-clip_coef, clip_coef)
-        value = torch.maximum(value, 0.5 * mean((clipped - target) ** 2))
+        squared_error = torch.maximum(squared_error, (clipped - target) ** 2)
+    value = 0.5 * mean(squared_error)
     entropy = mean(dist.entropy())
     with torch.no_grad():  # Schulman's k3 estimator, http://joschu.net/blog/kl-approx.html
         approx_kl = mean((ratio - 1) - log_ratio)
