@@ -112,8 +112,8 @@ def main() -> None:
                      "ratio": training["median"] / ceiling["median"], "raw": measured})
         print(f"num_envs {num_envs}: ceiling {ceiling['median']:,.0f}, training "
               f"{training['median']:,.0f} env-steps/s ({rows[-1]['ratio']:.0%})", flush=True)
-    lines = ["| num_envs | ceiling env-steps/s (min-max) | training env-steps/s (min-max) | ratio |",
-             "|---|---|---|---|"]
+    lines = ["| num_envs | ceiling env-steps/s (min-max) | training env-steps/s (min-max) "
+             "| ratio |", "|---|---|---|---|"]
     for row in rows:
         c, t = row["ceiling"], row["training"]
         lines.append(f"| {row['num_envs']} | {c['median']:,.0f} ({c['min']:,.0f}-{c['max']:,.0f})"

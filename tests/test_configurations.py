@@ -42,7 +42,7 @@ def _one_iteration(**overrides: str) -> tuple[PPO, dict[str, float]]:
     {"algo.clip_vloss": "true", "algo.ent_coef_final": "0.0", "algo.obs_norm": "false"},
 ], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_simple_spread_variants_train(overrides: dict[str, str]) -> None:
-    algo, metrics = _one_iteration(**overrides)
+    _, metrics = _one_iteration(**overrides)
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
     assert "agent/policy" in metrics and "agent/value" in metrics
 
@@ -74,7 +74,7 @@ def test_mappo_without_env_state_concatenates_group_observations() -> None:
     torch.testing.assert_close(critic_input[..., 1, :], obs.flatten(-2))
 
 
-def test_agents_that_leave_early_are_masked(tmp_path: Path) -> None:
-    algo, metrics = _one_iteration(**{"env.task": "toy/leave_early"})
+def test_agents_that_leave_early_are_masked() -> None:
+    algo, _ = _one_iteration(**{"env.task": "toy/leave_early"})
     alive = algo.storage["agent"].alive
     assert not alive.all() and alive.any()
