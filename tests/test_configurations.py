@@ -1,6 +1,5 @@
 """Every documented switch trains: sharing modes, backends, MAPPO, continuous actions, groups."""
 
-from pathlib import Path
 
 import pytest
 import torch
