@@ -1,4 +1,4 @@
-"""The ``marl`` command: ``marl train``, ``marl eval``."""
+"""The ``marl`` command: ``marl train``, ``marl eval``, ``marl sweep``, ``marl report``."""
 
 from __future__ import annotations
 
@@ -27,7 +27,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="marl", description="Multi-agent RL with shared or independent parameters.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Commands:\n  marl train [--config FILE.yaml] [key=value ...]\n"
-               "  marl eval RUN_DIR [--episodes N] [--greedy]\n\nConfig keys (for marl train):\n"
+               "  marl eval RUN_DIR [--episodes N] [--greedy]\n"
+               "  marl sweep SWEEP.yaml [--dry-run] [--out RUNS_DIR] [--executor local|ray]\n"
+               "  marl report RUNS_DIR [--out DIR] [--metric episode_return]\n\n"
+               "Config keys (for marl train):\n"
                + help_text(),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -51,7 +54,66 @@ def _parser() -> argparse.ArgumentParser:
                           help="take the most likely action instead of sampling")
     evaluate.add_argument("--seed", type=int, default=12345, help="env seed (12345)")
     evaluate.add_argument("--device", default=None, help="cpu or cuda (default: the run's)")
+    _add_sweep_parser(commands)
+    _add_report_parser(commands)
     return parser
+
+
+_SWEEP_EPILOG = """\
+A sweep file is a YAML list of blocks; list values form a grid, `repeat: K` gives K seeds,
+`hpset: NAME` starts from a named set of defaults (block keys win over it):
+
+  - hpset: ippo_mpe
+    groups.sharing: [shared, independent]
+    optim.lr: [0.0003, 0.001]
+    repeat: 3                      # 2 x 2 x 3 = 12 runs
+
+Every run is a job file in RUNS_DIR/jobs pinned to the git revision (HEAD, or --rev) and runs
+in a clean checkout of it; runs go to RUNS_DIR/<descriptor>/seed_<k>. Launching the same sweep
+again skips finished runs and runs failed or interrupted ones again.
+"""
+
+
+def _add_sweep_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sweep = commands.add_parser(
+        "sweep", help="run a grid of experiments pinned to a git revision",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_SWEEP_EPILOG)
+    sweep.add_argument("sweep_file", type=Path, metavar="SWEEP.yaml")
+    sweep.add_argument("--dry-run", action="store_true",
+                       help="print the runs and their count, start nothing")
+    sweep.add_argument("--out", type=Path, default=None,
+                       help="runs directory (default: runs/<sweep file name>)")
+    sweep.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="local worker processes (default) or Ray tasks")
+    sweep.add_argument("--workers", type=int, default=None,
+                       help="local: jobs at once (default: cores // torch_threads, or "
+                            "GPUs x --jobs-per-gpu)")
+    sweep.add_argument("--jobs-per-gpu", type=int, default=1, help="local: jobs sharing a GPU")
+    sweep.add_argument("--allow-dirty", action="store_true",
+                       help="run uncommitted changes: record `git diff HEAD` with each job and "
+                            "apply it to the checkout")
+    sweep.add_argument("--rev", default=None, help="run this commit instead of HEAD")
+    sweep.add_argument("--ray-address", default=None,
+                       help="ray: cluster address (default: start a local Ray)")
+    sweep.add_argument("--cpus-per-job", type=float, default=None,
+                       help="ray: CPUs per job (default: the job's torch_threads)")
+    sweep.add_argument("--gpus-per-job", type=float, default=0.0, help="ray: GPUs per job")
+
+
+def _add_report_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = commands.add_parser(
+        "report", help="tables, learning curves and marl-eval JSON from a runs directory",
+        description="Group the runs under RUNS_DIR by descriptor and write report.md (final and "
+                    "best return: mean, IQM, 95%% stratified bootstrap CIs, seeds), learning "
+                    "curves (PNG) and marl_eval.json; print the table.")
+    report.add_argument("runs_dir", type=Path, metavar="RUNS_DIR")
+    report.add_argument("--out", type=Path, default=None, help="default: RUNS_DIR/report")
+    report.add_argument("--metric", default="episode_return",
+                        help="a key of metrics.jsonl (episode_return)")
+    report.add_argument("--x", action="append", choices=("env_steps", "wall_time"), default=None,
+                        help="x axis of the curves; repeat for both (default: both)")
+    report.add_argument("--final-points", type=int, default=1,
+                        help="'final' is the mean of each run's last N logged values (1)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             except BrokenPipeError:  # `marl eval ... | head` closed the pipe early
                 sys.stderr.close()
             return 0
+        if args.command == "sweep":
+            return _sweep(args)
+        if args.command == "report":
+            return _report(args)
     except (ConfigError, FileNotFoundError) as error:
         print(f"marl {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -91,6 +157,46 @@ def _train(args: argparse.Namespace) -> int:
         # Resuming continues the run as it was configured; overrides still apply on top.
         config = load(saved, overrides)
     train(config)
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from marl.experiments import executors, runner
+
+    out = args.out or Path("runs") / args.sweep_file.stem
+    plan = runner.plan(args.sweep_file, out, Path.cwd(), args.rev, args.allow_dirty)
+    for job in plan.jobs:
+        print(f"{'skip (done)' if job.status == 'done' else 'run':<12} {job.name}")
+    print(f"{len(plan.jobs)} runs ({len(plan.to_run)} to run) at revision {plan.revision[:7]}"
+          + (" with uncommitted changes" if plan.jobs and plan.jobs[0].diff else ""))
+    if args.dry_run or not plan.to_run:
+        return 0
+    executor: executors.LocalExecutor | executors.RayExecutor
+    if args.executor == "ray":
+        executor = executors.RayExecutor(args.ray_address, args.cpus_per_job, args.gpus_per_job)
+    else:
+        gpus = executors.visible_gpus()
+        threads = max(executors.job_threads(job) for job in plan.to_run)
+        workers = args.workers or executors.default_workers(threads, gpus, args.jobs_per_gpu)
+        executor = executors.LocalExecutor(workers, gpus, args.jobs_per_gpu)
+    try:
+        with runner.exclusive(out):
+            runner.enqueue(out, plan.to_run)
+            executor.run(out, plan.to_run)
+    except KeyboardInterrupt:
+        print(runner.summary(plan.jobs, out), file=sys.stderr)
+        print("interrupted: launch the same sweep again to finish it", file=sys.stderr)
+        return 130
+    print(runner.summary(plan.jobs, out))
+    return 0 if all(job.status == "done" for job in plan.jobs) else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from marl.experiments.report import write_report
+
+    table = write_report(args.runs_dir, args.out or args.runs_dir / "report", args.metric,
+                         tuple(args.x or ("env_steps", "wall_time")), args.final_points)
+    print(table)
     return 0
 
 

@@ -1,0 +1,189 @@
+"""Reports over a runs directory: a Markdown table, learning curves, marl-eval JSON.
+
+Runs are the folders holding both ``metrics.jsonl`` and ``config.yaml``. They group by the
+``descriptor`` in their ``run.json`` (written by ``marl sweep``); a run without one
+groups with the runs whose config is the same except for ``seed`` and ``run.*``.
+
+Definitions. *Final*: the mean of a run's last ``final_points`` logged values of the
+metric (default 1: the last logged value). *Best*: the largest logged value. Across the
+seeds of a group: mean and IQM, each with a 95% stratified bootstrap interval (one
+task, so a bootstrap over seeds), see :mod:`marl.experiments.stats`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from marl.checkpoint import atomic_write_text
+from marl.config import flatten
+from marl.experiments.stats import iqm, mean, stratified_bootstrap_ci
+
+MIN_SEEDS = 3
+_IGNORED_KEYS = ("seed", "run.dir", "run.resume")
+
+
+@dataclasses.dataclass
+class Run:
+    """One run: where it is, its group, and its metric lines in logging order."""
+
+    path: Path
+    group: str
+    seed: int
+    task: str
+    records: list[dict[str, Any]]
+
+    def series(self, metric: str, x: str) -> tuple[np.ndarray, np.ndarray]:
+        """Points where ``metric`` was logged: ``x: [P]``, ``values: [P]``."""
+        points = [(float(r[x]), float(r[metric])) for r in self.records
+                  if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])
+                  and isinstance(r.get(x), (int, float))]
+        array = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        return array[:, 0], array[:, 1]
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+    return records
+
+
+def _fallback_group(flat: dict[str, Any]) -> str:
+    """A name for runs without ``run.json``: task, algorithm, sharing and a config hash."""
+    kept = {k: v for k, v in flat.items() if k not in _IGNORED_KEYS}
+    digest = hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+    task = str(flat.get("env.task", "task")).replace("/", "-")
+    return f"{task}__{flat.get('algo.name')}__{flat.get('groups.sharing')}__{digest[:8]}"
+
+
+def find_runs(root: Path) -> list[Run]:
+    """Every run directory under ``root`` (``root`` itself included), sorted by path."""
+    runs = []
+    for metrics in sorted(root.rglob("metrics.jsonl")):
+        folder = metrics.parent
+        if not (folder / "config.yaml").is_file() or "checkouts" in folder.relative_to(
+                root).parts:
+            continue
+        flat = flatten(yaml.safe_load((folder / "config.yaml").read_text()) or {})
+        info_path = folder / "run.json"
+        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+        group = info.get("descriptor") or _fallback_group(flat)
+        runs.append(Run(folder, group, int(info.get("seed", flat.get("seed", 0))),
+                        str(flat.get("env.task", "")), _read_records(metrics)))
+    return runs
+
+
+def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    """Runs by group name, groups in name order, runs in seed order."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.group, []).append(run)
+    return {name: sorted(groups[name], key=lambda r: r.seed) for name in sorted(groups)}
+
+
+def run_scores(runs: Sequence[Run], metric: str, final_points: int = 1
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Final and best value of each run that logged ``metric``: two ``[N]`` arrays."""
+    finals, bests = [], []
+    for run in runs:
+        _, values = run.series(metric, "env_steps")
+        if values.size:
+            finals.append(values[-final_points:].mean())
+            bests.append(values.max())
+    return np.asarray(finals), np.asarray(bests)
+
+
+def _cell(scores: np.ndarray, statistic: Any) -> str:
+    if scores.size == 0:
+        return "n/a"
+    low, high = stratified_bootstrap_ci(scores, statistic)
+    return f"{float(statistic(scores)):.4g} [{low:.4g}, {high:.4g}]"
+
+
+def table(groups: dict[str, list[Run]], metric: str, final_points: int = 1) -> str:
+    """The Markdown table: per group, final and best value (mean, IQM, 95% CIs) and seeds."""
+    lines = [f"| group | seeds | final {metric}: mean [95% CI] | final: IQM [95% CI] | "
+             f"best: mean [95% CI] | best: IQM [95% CI] |",
+             "|---|---|---|---|---|---|"]
+    flagged = False
+    for name, runs in groups.items():
+        finals, bests = run_scores(runs, metric, final_points)
+        seeds = f"{finals.size}"
+        if finals.size < MIN_SEEDS:
+            seeds += " ⚠"
+            flagged = True
+        lines.append(f"| {name} | {seeds} | {_cell(finals, mean)} | {_cell(finals, iqm)} | "
+                     f"{_cell(bests, mean)} | {_cell(bests, iqm)} |")
+    final_text = "last logged value" if final_points == 1 else (
+        f"mean of the last {final_points} logged values")
+    lines += ["", f"Final: {final_text} of each run. Best: largest logged value. IQM: mean of "
+              "the middle 50% of seeds. CIs: 95% stratified bootstrap over seeds."]
+    if flagged:
+        lines.append(f"⚠ fewer than {MIN_SEEDS} seeds: the statistics of this group are not "
+                     "reliable; add seeds with `repeat:`.")
+    return "\n".join(lines)
+
+
+def marl_eval_data(groups: dict[str, list[Run]], metric: str, final_points: int = 1
+                   ) -> dict[str, Any]:
+    """Raw data in marl-eval's layout (github.com/instadeepai/marl-eval, README).
+
+    ``{env: {task: {algorithm: {run_k: {step_k: {"step_count": int, metric: [value]},
+    "absolute_metrics": {metric: [final]}}}}}}``: env and task split the task id at its
+    first ``/`` (``mpe2`` / ``simple_spread_v3``), the algorithm is the group name, and
+    each list holds the one value logged at that step (marl-eval expects one value per
+    evaluation episode; training logs give one mean per log step).
+    """
+    data: dict[str, Any] = {}
+    for name, runs in groups.items():
+        for index, run in enumerate(runs):
+            env, _, task = run.task.partition("/")
+            steps, values = run.series(metric, "env_steps")
+            if not values.size:
+                continue
+            entry = {f"step_{k}": {"step_count": int(step), metric: [float(value)]}
+                     for k, (step, value) in enumerate(zip(steps, values, strict=True))}
+            entry["absolute_metrics"] = {metric: [float(values[-final_points:].mean())]}
+            algorithms = data.setdefault(env, {}).setdefault(task or env, {})
+            algorithms.setdefault(name, {})[f"run_{index}"] = entry
+    return data
+
+
+def write_report(root: Path, out: Path, metric: str = "episode_return",
+                 xs: Sequence[str] = ("env_steps", "wall_time"), final_points: int = 1) -> str:
+    """Write ``report.md``, ``curves_<metric>_<x>.png`` and ``marl_eval.json``; return the table."""
+    from marl.experiments.plots import plot_curves
+
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a directory; pass the runs directory of a sweep "
+                                "(for example runs/my_sweep)")
+    if final_points < 1:
+        raise ValueError(f"final_points must be at least 1, got {final_points}")
+    groups = group_runs(find_runs(root))
+    if not groups:
+        raise FileNotFoundError(f"no runs under {root}: expected folders holding metrics.jsonl "
+                                "and config.yaml")
+    text = table(groups, metric, final_points)
+    out.mkdir(parents=True, exist_ok=True)
+    images = []
+    for x in xs:
+        path = out / f"curves_{metric.replace('/', '-')}_{x}.png"
+        plot_curves(groups, metric, x, path)
+        images.append(f"![{metric} against {x}]({path.name})")
+    atomic_write_text(out / "report.md", f"# {metric} over {root}\n\n{text}\n\n"
+                      + "\n".join(images) + "\n")
+    data = marl_eval_data(groups, metric, final_points)
+    atomic_write_text(out / "marl_eval.json", json.dumps(data, indent=1) + "\n")
+    return text
