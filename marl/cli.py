@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -160,6 +161,20 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_cleanly_on_signals() -> None:
+    """Ctrl-C and SIGTERM stop a sweep cleanly (jobs marked interrupted, re-run next launch).
+
+    A process started in the background by a non-interactive shell inherits SIGINT as
+    ignored; a sweep promises a clean stop, so it takes the signals back explicitly.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from marl.experiments import executors, runner
 
@@ -171,6 +186,7 @@ def _sweep(args: argparse.Namespace) -> int:
           + (" with uncommitted changes" if plan.jobs and plan.jobs[0].diff else ""))
     if args.dry_run or not plan.to_run:
         return 0
+    _stop_cleanly_on_signals()
     executor: executors.LocalExecutor | executors.RayExecutor
     if args.executor == "ray":
         executor = executors.RayExecutor(args.ray_address, args.cpus_per_job, args.gpus_per_job)

@@ -19,3 +19,64 @@ def test_throughput_quick_writes_results(tmp_path: Path) -> None:
     assert row["ceiling"]["min"] <= row["ceiling"]["median"] <= row["ceiling"]["max"]
     assert row["training"]["median"] > 0
     assert "| num_envs |" in (tmp_path / "results.md").read_text()
+
+
+def _run_quick(module: str, out: Path) -> dict:
+    subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--quick", "--out", str(out)],
+                   cwd=REPO, check=True, capture_output=True, text=True)
+    for name in ("results.json", "results.md", f"{module}.png"):
+        assert (out / name).stat().st_size > 0, name
+    results = json.loads((out / "results.json").read_text())
+    assert results["benchmark"] == module
+    assert {"torch", "cpu_count", "python"} <= set(results["machine"])
+    assert results["threads"] == 1
+    return results
+
+
+def _check_summary(stats: dict) -> None:
+    assert 0 < stats["min"] <= stats["median"] <= stats["max"]
+
+
+def test_backends_quick_writes_results(tmp_path: Path) -> None:
+    results = _run_quick("backends", tmp_path)
+    rows = results["rows"]
+    assert {row["kind"] for row in rows} == {"loop", "fork", "batched", "shared"}
+    for row in rows:
+        assert {"size", "n", "batch", "threads", "device", "forward", "train"} <= set(row)
+        assert row["threads"] == 1
+        for mode in ("forward", "train"):
+            _check_summary(row[mode])
+            assert len(row[mode]["blocks"]) >= 2
+    table = (tmp_path / "results.md").read_text()
+    assert "| N | batch/agent | loop | fork | batched | shared |" in table
+
+
+def test_optimiser_quick_writes_results(tmp_path: Path) -> None:
+    results = _run_quick("optimiser", tmp_path)
+    rows = results["rows"]
+    assert len({row["variant"] for row in rows}) == len(rows) >= 4
+    by_variant = {row["variant"]: row for row in rows}
+    # One Adam per agent (plus none left over) against one Adam in all.
+    assert by_variant["loop/CommonOptimizer/per_agent"]["optimizers"] == 2
+    assert by_variant["loop/common/foreach"]["optimizers"] == 1
+    for row in rows:
+        assert "error" in row or row["step"]["median"] > 0
+        if "step" in row:
+            _check_summary(row["step"])
+    assert "| variant | N=2 |" in (tmp_path / "results.md").read_text()
+
+
+def test_scaling_quick_writes_results(tmp_path: Path) -> None:
+    results = _run_quick("scaling", tmp_path)
+    rows = results["rows"]
+    assert {row["kind"] for row in rows} == {"shared", "batched", "fork"}
+    by_kind = {row["kind"]: row for row in rows}
+    # Independent networks hold about N times the shared network's parameters.
+    assert by_kind["batched"]["parameters"] == by_kind["fork"]["parameters"]
+    assert by_kind["batched"]["parameters"] > by_kind["shared"]["parameters"]
+    for row in rows:
+        for key in ("rollout", "update", "iteration"):
+            _check_summary(row[key])
+        assert row["peak_rss_mib"] >= row["rss_before_learner_mib"] > 0
+        assert row["env_steps_per_iteration"] == results["num_envs"] * results["num_steps"]
+    assert "| N | kind | rollout ms |" in (tmp_path / "results.md").read_text()

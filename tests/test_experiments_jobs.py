@@ -5,8 +5,10 @@ The repository fixture is a clone of this project with one extra commit: importi
 and the files ``marl`` and ``marl_envs`` came from to ``$MARL_TEST_MARKER``.
 """
 
+import contextlib
 import importlib.util
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -168,16 +170,17 @@ def test_ctrl_c_stops_the_job_and_marks_it_interrupted(repo: Path, tmp_path: Pat
     assert script is not None, "the `marl` command is not installed: pip install -e ."
     launcher = subprocess.Popen([script, "sweep", str(sweep),
                                  "--out", str(out), "--workers", "1"], cwd=repo,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not list(out.glob("*/seed_1/metrics.jsonl")):
             time.sleep(0.2)
         launcher.send_signal(signal.SIGINT)
-        output, _ = launcher.communicate(timeout=30)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
+        output, _ = launcher.communicate(timeout=60)
+    finally:  # never leave the launcher or its job running, whatever failed above
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher.pid, signal.SIGKILL)
     assert launcher.returncode == 130, output
     statuses = {job.seed: job.status for job in jobs.load_jobs(out).values()}
     assert statuses == {1: "interrupted", 2: "pending"}

@@ -85,11 +85,11 @@ class LocalExecutor:
             for future in futures:
                 future.result()
         except KeyboardInterrupt:
-            self._stopping.set()
+            with self._lock:  # together with `started`: no process can slip past the stop
+                self._stopping.set()
+                running = list(self._processes.values())
             for future in futures:
                 future.cancel()
-            with self._lock:
-                running = list(self._processes.values())
             for process in running:
                 stop(process)
             raise
@@ -107,6 +107,9 @@ class LocalExecutor:
             def started(process: subprocess.Popen[bytes]) -> None:
                 with self._lock:
                     self._processes[job.name] = process
+                    stopping = self._stopping.is_set()
+                if stopping:  # Ctrl-C came while this job was still being prepared
+                    stop(process)
 
             try:
                 returncode, tail = execute(out, job, job_threads(job),
