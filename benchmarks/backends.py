@@ -1,0 +1,226 @@
+"""Forward, and forward+backward+Adam, of N agents' networks under each backend.
+
+    python -m benchmarks.backends [--quick] [--out DIR] [--n 2 8] [--batch 64]
+                                  [--sizes 2x64 3x256] [--threads 1]
+
+For every MLP size, agent count ``N`` and per-agent batch, each network kind runs in its
+own fresh process (a used ``torch.jit.fork`` slows later work in the same process,
+DESIGN.md section 5): ``loop``, ``fork`` and ``batched`` independent networks, and the
+shared network with one-hot agent IDs. In that process, after a warm-up, a few timed
+blocks of calls give the time per call in microseconds (median/min/max over blocks),
+first for the forward pass alone, then for forward + backward + ``Adam.step()``. The
+kinds of one configuration run back to back, so background load hits them alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.common import run_fresh, summary, write_results
+
+MODULE = "benchmarks.backends"
+KINDS = ("loop", "fork", "batched", "shared")
+"""Independent networks under each backend, then one shared network with one-hot IDs."""
+MODES = ("forward", "train")
+SIZES = {"2x64": (64, 64), "3x256": (256, 256, 256)}
+"""MLP hidden layers; input 18 and output 5 as in Simple Spread (3 agents)."""
+IN_FEATURES, OUT_FEATURES = 18, 5
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def time_blocks(call: Callable[[], object], device: torch.device, blocks: int,
+                block_s: float, budget_s: float) -> dict[str, Any]:
+    """Time ``call`` in ``blocks`` blocks after a warm-up; microseconds per call.
+
+    The number of calls per block is calibrated so a block takes about ``block_s``; when
+    one call is slow, fewer blocks run so the whole measurement stays near ``budget_s``
+    (at least two blocks of one call each).
+    """
+    def sync() -> None:
+        if device.type == "cuda":  # kernels are asynchronous: wait before reading clocks
+            torch.cuda.synchronize(device)
+
+    # At least three warm-up calls (TorchScript profiles the first runs of the fork
+    # backend, then optimises), and more until a quarter of the budget has passed.
+    warm_start, warm_calls = time.perf_counter(), 0
+    while warm_calls < 3 or time.perf_counter() - warm_start < budget_s / 4:
+        start = time.perf_counter()
+        call()
+        sync()
+        one, warm_calls = time.perf_counter() - start, warm_calls + 1
+    calls = max(1, int(block_s / max(one, 1e-9)))
+    blocks = max(2, min(blocks, int(budget_s / max(one * calls, 1e-9))))
+    per_call: list[float] = []
+    for _ in range(blocks):
+        sync()
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        sync()
+        per_call.append((time.perf_counter() - start) / calls * 1e6)
+    return {**summary(per_call), "calls_per_block": calls, "blocks": per_call}
+
+
+def build(kind: str, num_agents: int, hidden: Sequence[int]) -> torch.nn.Module:
+    from marl.nets import make_group_net
+
+    if kind == "shared":
+        return make_group_net("shared", IN_FEATURES, OUT_FEATURES, num_agents, hidden)
+    return make_group_net("independent", IN_FEATURES, OUT_FEATURES, num_agents, hidden,
+                          backend=kind)
+
+
+def _worker(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = pick_device(args.device)
+    net = build(args.kind, args.n[0], SIZES[args.sizes[0]]).to(device)
+    x = torch.randn(args.batch[0], args.n[0], IN_FEATURES, device=device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+
+    @torch.no_grad()
+    def forward() -> object:
+        return net(x)
+
+    def train() -> object:
+        optimizer.zero_grad(set_to_none=True)
+        net(x).square().mean().backward()
+        optimizer.step()
+        return None
+
+    result: dict[str, Any] = {"threads": torch.get_num_threads(),
+                              "interop_threads": torch.get_num_interop_threads(),
+                              "device": str(device)}
+    for mode, call in (("forward", forward), ("train", train)):
+        result[mode] = time_blocks(call, device, args.blocks, args.block_s, args.budget_s)
+    print(json.dumps(result))
+
+
+def plot_vs_agents(path: Path, panels: dict[str, dict[str, list[tuple[int, float]]]],
+                   ylabel: str, columns: int = 3) -> None:
+    """One log-log panel per title: a line per series through ``(N, value)`` points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = max(1, -(-len(panels) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows),
+                                squeeze=False)
+    for axis, (title, series) in zip(axes.flat, panels.items(), strict=False):
+        for index, (label, points) in enumerate(series.items()):
+            if points:  # the colour cycle has 10 entries: later series get another style
+                xs, ys = zip(*sorted(points), strict=True)
+                axis.plot(xs, ys, marker="os^"[index // 10 % 3],
+                          linestyle=("-", "--", ":")[index // 10 % 3], label=label)
+        axis.set(xscale="log", yscale="log", xlabel="agents N", ylabel=ylabel, title=title)
+        axis.set_xscale("log", base=2)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=7)
+    for axis in list(axes.flat)[len(panels):]:
+        axis.set_visible(False)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _table(rows: list[dict[str, Any]], size: str, mode: str) -> list[str]:
+    lines = [f"### {size} MLP, {mode}{' + backward + Adam' if mode == 'train' else ''} "
+             "(us per call, median over blocks)", "",
+             "| N | batch/agent | " + " | ".join(KINDS) + " | fork / loop | fastest |",
+             "|---|---|" + "---|" * (len(KINDS) + 2)]
+    keys = sorted({(r["n"], r["batch"]) for r in rows if r["size"] == size})
+    for n, batch in keys:
+        cells = {r["kind"]: r[mode]["median"] for r in rows
+                 if (r["size"], r["n"], r["batch"]) == (size, n, batch)}
+        fork_loop = (f"{cells['fork'] / cells['loop']:.2f}"
+                     if "fork" in cells and "loop" in cells else "-")
+        fastest = min(cells, key=cells.__getitem__) if cells else "-"
+        lines.append(f"| {n} | {batch} | "
+                     + " | ".join(f"{cells[k]:,.0f}" if k in cells else "-" for k in KINDS)
+                     + f" | {fork_loop} | {fastest} |")
+    return [*lines, ""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 64, 1024])
+    parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=list(SIZES))
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument("--device", default="auto", help="'cpu', 'cuda' or 'auto'")
+    parser.add_argument("--blocks", type=int, default=5, help="timed blocks per mode")
+    parser.add_argument("--block-s", type=float, default=0.05, help="target seconds a block")
+    parser.add_argument("--budget-s", type=float, default=0.3,
+                        help="cap on timed seconds per mode and configuration")
+    parser.add_argument("--quick", action="store_true", help="tiny grid, for tests")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/backends"))
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--kind", choices=KINDS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        _worker(args)
+        return
+    if args.quick:
+        args.n, args.batch, args.sizes = [2], [4], ["2x64"]
+        args.blocks, args.block_s, args.budget_s = 2, 0.005, 0.05
+    rows: list[dict[str, Any]] = []
+    for size in args.sizes:
+        for n in args.n:
+            for batch in args.batch:
+                for kind in args.kinds:  # back to back, so background load hits all alike
+                    flags = ["--kind", kind, "--n", str(n), "--batch", str(batch), "--sizes",
+                             size, "--threads", str(args.threads), "--device", args.device,
+                             "--blocks", str(args.blocks), "--block-s", str(args.block_s),
+                             "--budget-s", str(args.budget_s)]
+                    measured = run_fresh(MODULE, flags)
+                    rows.append({"kind": kind, "size": size, "n": n, "batch": batch,
+                                 **measured})
+                print(f"{size} N={n} batch={batch}: " + ", ".join(
+                    f"{r['kind']} {r['forward']['median']:,.0f}/{r['train']['median']:,.0f}us"
+                    for r in rows[-len(args.kinds):]), flush=True)
+                _report(args, rows, plot=False)  # partial results survive an interrupted run
+    table = _report(args, rows, plot=True)
+    print(table)
+    print(f"wrote {args.out / 'results.json'}, results.md and backends.png")
+
+
+def _report(args: argparse.Namespace, rows: list[dict[str, Any]], plot: bool) -> str:
+    """Write results.json and results.md (and the plot) for the rows measured so far."""
+    lines = [f"torch threads {args.threads}, device {rows[0]['device']}; input 18 -> "
+             "output 5; batch is per agent (the shared net sees N x batch rows).", ""]
+    panels: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for size in args.sizes:
+        for mode in MODES:
+            lines += _table(rows, size, mode)
+            for batch in args.batch:
+                panels[f"{size} {mode} batch {batch}"] = {
+                    kind: [(r["n"], r[mode]["median"]) for r in rows
+                           if (r["kind"], r["size"], r["batch"]) == (kind, size, batch)]
+                    for kind in args.kinds}
+    table = "\n".join(lines)
+    write_results(args.out, "backends", rows, table,
+                  {"threads": args.threads, "unit": "microseconds per call",
+                   "in_features": IN_FEATURES, "out_features": OUT_FEATURES,
+                   "sizes": {s: list(SIZES[s]) for s in args.sizes}, "complete": plot})
+    if plot:
+        plot_vs_agents(args.out / "backends.png", panels, "us per call",
+                       columns=max(1, len(args.batch)))
+    return table
+
+
+if __name__ == "__main__":
+    main()
