@@ -52,9 +52,13 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class AlgoConfig:
-    name: str = _help("'ippo' (critic on own observation) or 'mappo' (critic on global state)",
-                      default="ippo")
-    num_steps: int = _help("rollout length per env copy between updates", default=50)
+    name: str = _help(
+        "'ippo' (critic on own observation), 'mappo' (critic on global state); off-policy: "
+        "'iql', 'vdn', 'qmix' (discrete actions), 'maddpg', 'matd3' (continuous actions)",
+        default="ippo")
+    num_steps: int = _help("rollout length per env copy between updates (off-policy: env "
+                           "steps per copy between bursts of algo.gradient_steps updates)",
+                           default=50)
     # 0.95, not 0.99: MPE episodes are cut at 25 steps and bootstrapped there; at 0.99 most
     # of each target is the critic's own guess at the cut state, and shared-reward tasks
     # drifted into a policy that flies off (README, "Choosing gamma on MPE").
@@ -79,6 +83,40 @@ class AlgoConfig:
     )
     value_norm: bool = _help("learn values on running-normalised targets", default=True)
     log_std_init: float = _help("initial log std of Gaussian policies", default=-0.5)
+    # Off-policy family (iql, vdn, qmix, maddpg, matd3). PPO ignores these keys, and the
+    # off-policy algorithms ignore the PPO-only ones (GAE, clipping, entropy, reward and
+    # value normalisation).
+    buffer_size: int = _help("off-policy: replay capacity in transitions (per env copy "
+                             "counted; preallocated)", default=200_000)
+    batch_size: int = _help("off-policy: transitions per gradient update", default=256)
+    learning_starts: int = _help("off-policy: env steps collected before the first update",
+                                 default=5_000)
+    gradient_steps: int = _help("off-policy: gradient updates after every algo.num_steps "
+                                "steps of all env copies", default=1)
+    n_step: int = _help("off-policy: steps of reward before the bootstrap (cut at episode "
+                        "ends)", default=1)
+    target_update: str = _help("off-policy: 'soft' (Polyak with algo.tau every update) or "
+                               "'hard' (copy every algo.target_update_interval updates)",
+                               default="soft")
+    tau: float = _help("off-policy: Polyak factor of soft target updates", default=0.005)
+    target_update_interval: int = _help("off-policy: updates between hard target copies",
+                                        default=200)
+    double_q: bool = _help("iql/vdn/qmix: pick the next action with the online network, "
+                           "value it with the target (double Q-learning)", default=True)
+    eps_start: float = _help("iql/vdn/qmix: epsilon-greedy exploration at the start",
+                             default=1.0)
+    eps_end: float = _help("iql/vdn/qmix: epsilon after the schedule", default=0.05)
+    eps_anneal_steps: int = _help("iql/vdn/qmix: env steps of the linear epsilon schedule",
+                                  default=50_000)
+    mixer_embed: int = _help("qmix: hidden size of the mixing network", default=32)
+    exploration_noise: float = _help("maddpg/matd3: std of Gaussian action noise (actions "
+                                     "scaled to [-1, 1])", default=0.1)
+    policy_delay: int = _help("matd3: critic updates per actor and target update "
+                              "(maddpg: 1)", default=2)
+    target_noise: float = _help("matd3: std of the target policy smoothing noise",
+                                default=0.2)
+    target_noise_clip: float = _help("matd3: clip of the target policy smoothing noise",
+                                     default=0.5)
 
 
 @dataclass(frozen=True)
@@ -141,7 +179,8 @@ class Config:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "env.vector": ("sync", "subprocess"),
-    "algo.name": ("ippo", "mappo"),
+    "algo.name": ("ippo", "mappo", "iql", "vdn", "qmix", "maddpg", "matd3"),
+    "algo.target_update": ("soft", "hard"),
     "algo.reward_norm": ("none", "running", "episode"),
     "groups.sharing": ("shared", "independent"),
     "groups.backend": ("batched", "fork", "loop"),

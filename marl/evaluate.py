@@ -7,13 +7,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from marl_envs.core import BatchedReset
 
 from marl import checkpoint
 from marl.algos.ppo import PPO
 from marl.config import Config, apply, load
 from marl.groups import AgentGroup
 from marl.logging import EpisodeTracker
-from marl.trainer import build_env, load_modules, resolve_device
+from marl.trainer import build_env, load_modules, make_algorithm, resolve_device
 
 
 def bootstrap_ci(values: list[float], confidence: float = 0.95, resamples: int = 10_000,
@@ -34,9 +35,11 @@ def evaluate(run_dir: str | Path, episodes: int = 20, greedy: bool = False,
              seed: int = 12345, device: str | None = None) -> dict[str, Any]:
     """Run the latest checkpoint of ``run_dir`` for ``episodes`` episodes.
 
-    Observation statistics are frozen; the policy samples its actions unless
-    ``greedy``. With several env copies the first ``episodes`` episodes to finish are
-    counted, which favours short episodes on tasks whose length varies.
+    Observation statistics are frozen; a PPO policy samples its actions unless
+    ``greedy``; off-policy learners always act greedily (Q methods) or take the
+    actor's action without noise (MADDPG, MATD3). With several env copies the first
+    ``episodes`` episodes to finish are counted, which favours short episodes on tasks
+    whose length varies.
     """
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
@@ -49,7 +52,7 @@ def evaluate(run_dir: str | Path, episodes: int = 20, greedy: bool = False,
     torch_device = resolve_device(device or config.device)
     env = build_env(config, torch_device)
     try:
-        algo = PPO(env, config, torch_device)
+        algo = make_algorithm(env, config, torch_device)
         path = checkpoint.latest(run_dir / "checkpoints")
         state = checkpoint.load(path, map_location=torch_device)
         load_modules(algo, state, path)
@@ -57,15 +60,11 @@ def evaluate(run_dir: str | Path, episodes: int = 20, greedy: bool = False,
                                  torch_device, keep_episodes=True)
         current = env.reset(seed=seed)
         while len(tracker.episodes) < episodes:
-            actions, alive = {}, {}
-            for name, group in algo.groups.items():
-                assert isinstance(group, AgentGroup)
-                obs = current.groups[name]
-                flat = group.prepare_obs(obs.obs.to(torch_device))
-                mask = None if obs.action_mask is None else obs.action_mask.to(torch_device)
-                action = group.act(flat, mask, deterministic=greedy).action
-                actions[name] = group.env_action(action).to(env.device)
-                alive[name] = obs.alive.to(torch_device)
+            alive = {name: obs.alive.to(torch_device) for name, obs in current.groups.items()}
+            if isinstance(algo, PPO):
+                actions = _ppo_actions(algo, current, greedy)
+            else:  # off-policy learners act greedily / deterministically here
+                actions = algo.policy_actions(current, explore=False)[1]
             step = env.step(actions)
             tracker.record(step, alive)
             current = type(current)({n: s.next for n, s in step.groups.items()}, step.state)
@@ -79,3 +78,15 @@ def evaluate(run_dir: str | Path, episodes: int = 20, greedy: bool = False,
             "episodes": len(returns), "greedy": greedy,
             "episode_return_mean": float(np.mean(returns)), "ci95": [low, high],
             "episode_return_std": float(np.std(returns)), "per_group": per_group}
+
+
+def _ppo_actions(algo: PPO, current: BatchedReset, greedy: bool) -> dict[str, torch.Tensor]:
+    actions = {}
+    for name, group in algo.groups.items():
+        assert isinstance(group, AgentGroup)
+        obs = current.groups[name]
+        flat = group.prepare_obs(obs.obs.to(algo.device))
+        mask = None if obs.action_mask is None else obs.action_mask.to(algo.device)
+        action = group.act(flat, mask, deterministic=greedy).action
+        actions[name] = group.env_action(action).to(algo.env.device)
+    return actions

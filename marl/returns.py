@@ -17,6 +17,8 @@ Treating truncation as termination biases values towards the time left in the ep
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 
@@ -114,6 +116,61 @@ def n_step_returns(rewards: torch.Tensor, next_values: torch.Tensor,
         collecting[: horizon - k] = open_now * (~window_end).to(rewards.dtype)
         discount *= gamma
     return returns
+
+
+class NStepWindow(NamedTuple):
+    """The n-step return of the first step of a window, split so a target can be added.
+
+    The full target is ``reward + discount * Q(s'_{last})``; ``discount`` is
+    ``gamma^(last + 1)`` where the window ends on a truncation or a cut, and 0 where it
+    ends on a termination.
+
+    Attributes:
+        reward: ``[*B]`` discounted reward sum over the window.
+        discount: ``[*B]`` the factor in front of the bootstrap value.
+        last: ``[*B]`` int64 index (within the window) of its last step, whose final
+            observation is the one to bootstrap from.
+    """
+
+    reward: torch.Tensor
+    discount: torch.Tensor
+    last: torch.Tensor
+
+
+def n_step_window(rewards: torch.Tensor, terminated: torch.Tensor, truncated: torch.Tensor,
+                  gamma: float, length: torch.Tensor | None = None) -> NStepWindow:
+    """The n-step return of step 0 of each window, in closed form (no loop over steps).
+
+    A window holds the ``n`` steps from a sampled step on, ``[n, *B]``. It ends at its
+    first terminated or truncated step, at step ``length - 1`` (the newest stored step)
+    and at step ``n - 1``. Equal to ``n_step_returns(...)[0]`` with ``next_values``
+    given at ``last`` (``tests/test_returns.py`` checks it).
+
+    Args:
+        rewards: ``[n, *B]`` float.
+        terminated, truncated: ``[n, *B]`` bool.
+        gamma: discount factor.
+        length: ``[*B]`` int64, steps of the window that exist (``1 <= length``); None
+            when all ``n`` do.
+
+    Returns:
+        :class:`NStepWindow` with ``[*B]`` fields.
+    """
+    _check_shapes(rewards, rewards, rewards, terminated, truncated)
+    n = rewards.shape[0]
+    steps = torch.arange(n, device=rewards.device).view(n, *([1] * (rewards.dim() - 1)))
+    ends = terminated | truncated
+    ends = ends | (steps == n - 1)
+    if length is not None:
+        ends = ends | (steps == (length - 1).unsqueeze(0))
+    # The first end: argmax returns the first maximal index.
+    last = ends.to(torch.int8).argmax(0)
+    inside = (steps <= last.unsqueeze(0)).to(rewards.dtype)
+    powers = gamma ** steps.to(rewards.dtype)
+    reward = (powers * rewards * inside).sum(0)
+    terminal = terminated.gather(0, last.unsqueeze(0)).squeeze(0)
+    discount = gamma ** (last + 1).to(rewards.dtype) * (~terminal).to(rewards.dtype)
+    return NStepWindow(reward, discount, last)
 
 
 def _check_shapes(*tensors: torch.Tensor) -> None:

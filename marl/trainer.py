@@ -3,7 +3,11 @@
 One iteration, in the three files that hold it: :meth:`marl.algos.ppo.PPO.collect`
 steps the batched env and fills the rollout storage, :meth:`marl.algos.ppo.PPO.update`
 computes GAE and sums every group's PPO loss (:mod:`marl.groups` holds the networks)
-into one backward and one optimiser step. This file only wires them together.
+into one backward and one optimiser step. The off-policy algorithms (IQL, VDN, QMIX in
+:mod:`marl.algos.q_learning`; MADDPG, MATD3 in :mod:`marl.algos.ddpg`) follow the same two
+calls: ``collect`` steps into a replay buffer, ``update`` takes gradient steps on sampled
+batches and moves the target networks (:mod:`marl.algos.off_policy`). This file only wires
+them together.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from marl_envs import make as make_env
 from marl_envs.core import BatchedEnv
 
 from marl import checkpoint
+from marl.algos.ddpg import DDPG
+from marl.algos.off_policy import CONTINUOUS_ALGOS, DISCRETE_ALGOS, OffPolicy
 from marl.algos.ppo import PPO, NonFiniteLossError
+from marl.algos.q_learning import QLearning
 from marl.config import Config, ConfigError, dump, flatten, to_dict
 from marl.logging import EpisodeTracker, MetricsWriter
 
@@ -44,7 +51,7 @@ def train(config: Config, stream: TextIO = sys.stdout) -> RunResult:
         torch.set_num_threads(config.torch_threads)
     device = resolve_device(config.device)
     env = build_env(config, device)
-    algo = PPO(env, config, device)
+    algo = make_algorithm(env, config, device)
     tracker = EpisodeTracker({n: s.num_agents for n, s in env.groups.items()}, env.num_envs,
                              device)
     writer = MetricsWriter(run_dir, config.run.tensorboard, config.train.progress,
@@ -94,13 +101,31 @@ def train(config: Config, stream: TextIO = sys.stdout) -> RunResult:
     return RunResult(run_dir, env_steps, metrics)
 
 
+Algorithm = PPO | OffPolicy
+"""What :func:`make_algorithm` returns: each has ``collect``, ``update``, ``modules``,
+``optimizer`` and ``reset_env``."""
+
+# Algorithms whose critic or mixer reads the global state (env.state()).
+_STATE_ALGOS = ("mappo", "qmix", *CONTINUOUS_ALGOS)
+
+
+def make_algorithm(env: BatchedEnv, config: Config, device: torch.device) -> Algorithm:
+    """The learner ``config.algo.name`` names, for the groups of ``env``."""
+    name = config.algo.name
+    if name in DISCRETE_ALGOS:
+        return QLearning(env, config, device)
+    if name in CONTINUOUS_ALGOS:
+        return DDPG(env, config, device)
+    return PPO(env, config, device)
+
+
 def build_env(config: Config, device: torch.device) -> BatchedEnv:
     """The batched env described by ``config.env``."""
     cfg = config.env
     return make_env(cfg.task, num_envs=cfg.num_envs, kwargs=dict(cfg.kwargs), vector=cfg.vector,
                     num_workers=cfg.num_workers, groups=cfg.groups,
                     max_episode_steps=cfg.max_episode_steps,
-                    include_state=config.algo.name == "mappo")
+                    include_state=config.algo.name in _STATE_ALGOS)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -141,7 +166,7 @@ def _next_multiple(value: int, every: int) -> int:
     return (value // every + 1) * every
 
 
-def _save(algo: PPO, run_dir: Path, env_steps: int, wall_time: float) -> Path:
+def _save(algo: Algorithm, run_dir: Path, env_steps: int, wall_time: float) -> Path:
     state: dict[str, Any] = {
         "env_steps": env_steps,
         "wall_time": wall_time,
@@ -149,19 +174,23 @@ def _save(algo: PPO, run_dir: Path, env_steps: int, wall_time: float) -> Path:
         "optimizer": algo.optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
     }
+    if isinstance(algo, OffPolicy):
+        state["algo"] = algo.extra_state()
     return checkpoint.save(run_dir / "checkpoints", env_steps, state)
 
 
-def _restore(algo: PPO, run_dir: Path, device: torch.device) -> tuple[int, float]:
+def _restore(algo: Algorithm, run_dir: Path, device: torch.device) -> tuple[int, float]:
     path = checkpoint.latest(run_dir / "checkpoints")
     state = checkpoint.load(path, map_location=device)
     load_modules(algo, state, path)
     algo.optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"].cpu())
+    if isinstance(algo, OffPolicy):
+        algo.load_extra_state(state["algo"])
     return int(state["env_steps"]), float(state["wall_time"])
 
 
-def load_modules(algo: PPO, state: dict[str, Any], path: Path) -> None:
+def load_modules(algo: Algorithm, state: dict[str, Any], path: Path) -> None:
     """Load network and normaliser weights; a mismatch names the checkpoint and the cause."""
     for name, module in algo.modules().items():
         try:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from marl.returns import discounted_returns, gae, n_step_returns, td_errors
+from marl.returns import discounted_returns, gae, n_step_returns, n_step_window, td_errors
 
 GAMMA = 0.9
 
@@ -119,3 +119,44 @@ def test_shape_mismatch_is_reported() -> None:
     with pytest.raises(ValueError, match="n >= 1"):
         n_step_returns(torch.zeros(3), torch.zeros(3), torch.zeros(3, dtype=torch.bool),
                        torch.zeros(3, dtype=torch.bool), GAMMA, 0)
+
+
+def _windows(r: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+    """Windows [n, T] of every start step t (steps past the rollout padded, then cut)."""
+    horizon = r["rewards"].shape[0]
+    index = (torch.arange(horizon).unsqueeze(0) + torch.arange(n).unsqueeze(1)).clamp_max(
+        horizon - 1)
+    out = {key: r[key][index] for key in ("rewards", "terminated", "truncated", "next_values")}
+    out["length"] = (horizon - torch.arange(horizon)).clamp_max(n)
+    return out
+
+
+def test_n_step_window_by_hand_with_termination_and_truncation() -> None:
+    w = _windows(_rollout(), 3)
+    got = n_step_window(w["rewards"], w["terminated"], w["truncated"], GAMMA, w["length"])
+    # Windows: t=0 ends at the termination (step 1): no bootstrap. t=2 ends at the
+    # truncation (step 3): bootstrap gamma^2 from the cut state. t=4: rollout end.
+    torch.testing.assert_close(got.reward, torch.tensor(
+        [1 + GAMMA * 2, 2.0, 3 + GAMMA * 4, 4.0, 5.0]))
+    torch.testing.assert_close(got.discount, torch.tensor(
+        [0.0, 0.0, GAMMA**2, GAMMA, GAMMA]))
+    assert got.last.tolist() == [1, 0, 1, 0, 0]
+
+
+def test_n_step_window_equals_n_step_returns() -> None:
+    generator = torch.Generator().manual_seed(0)
+    horizon, n = 40, 4
+    r = {"rewards": torch.randn(horizon, 3, generator=generator),
+         "next_values": torch.randn(horizon, 3, generator=generator),
+         "terminated": torch.rand(horizon, 3, generator=generator) < 0.1,
+         "truncated": torch.rand(horizon, 3, generator=generator) < 0.1}
+    expected = n_step_returns(r["rewards"], r["next_values"], r["terminated"], r["truncated"],
+                              GAMMA, n)
+    index = (torch.arange(horizon).unsqueeze(0) + torch.arange(n).unsqueeze(1)).clamp_max(
+        horizon - 1)
+    windows = {key: value[index] for key, value in r.items()}  # [n, T, 3]
+    length = (horizon - torch.arange(horizon)).clamp_max(n).unsqueeze(-1).expand(-1, 3)
+    got = n_step_window(windows["rewards"], windows["terminated"], windows["truncated"], GAMMA,
+                        length)
+    bootstrap = windows["next_values"].gather(0, got.last.unsqueeze(0)).squeeze(0)
+    torch.testing.assert_close(got.reward + got.discount * bootstrap, expected)

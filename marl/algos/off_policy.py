@@ -1,0 +1,295 @@
+"""What the off-policy family shares: collection into replay, the update loop, targets.
+
+:class:`OffPolicy` steps every env copy ``num_steps`` times with exploring actions into a
+:class:`~marl.replay.ReplayBuffer` (:meth:`OffPolicy.collect`), then takes
+``gradient_steps`` updates, each on one sampled batch: the subclass's ``losses`` (every
+group's Q networks, mixers, actors and critics) are summed, back-propagated once and
+stepped by the common optimiser, and the target networks move
+(:meth:`OffPolicy.update`). Observations are stored raw and normalised with the current
+running statistics when used, so old transitions never carry stale statistics.
+
+Subclasses: :class:`marl.algos.q_learning.QLearning` (IQL, VDN, QMIX) and
+:class:`marl.algos.ddpg.DDPG` (MADDPG, MATD3).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium
+import torch
+from marl_envs.core import BatchedEnv, BatchedReset
+from torch import nn
+
+from marl.algos.ppo import NonFiniteLossError
+from marl.config import Config, ConfigError
+from marl.logging import EpisodeTracker
+from marl.normalize import RunningMeanStd
+from marl.optim import CommonOptimizer
+from marl.replay import GroupTransition, ReplayBuffer, Sample
+from marl.targets import update_targets
+
+DISCRETE_ALGOS = ("iql", "vdn", "qmix")
+CONTINUOUS_ALGOS = ("maddpg", "matd3")
+
+
+class OffPolicy:
+    """Replay, exploration and the update loop for one off-policy algorithm.
+
+    Subclasses build their networks, then call :meth:`_finish_init` with the online
+    modules the optimiser steps, and implement :meth:`act`, :meth:`losses`,
+    :meth:`target_pairs` and :meth:`modules`.
+
+    Args:
+        env: the batched env (its specs decide the groups).
+        config: the experiment config.
+        device: where networks and the replay buffer live.
+        discrete: whether the algorithm needs ``Discrete`` (True) or ``Box`` actions.
+    """
+
+    optimizer: CommonOptimizer
+
+    def __init__(self, env: BatchedEnv, config: Config, device: torch.device,
+                 discrete: bool) -> None:
+        self.env = env
+        self.config = config
+        self.algo = config.algo
+        self.device = device
+        _check_action_spaces(env, config.algo.name, discrete)
+        _check_config(config)
+        self.specs = env.groups
+        self.obs_features = {name: math.prod(spec.obs_shape) for name, spec in env.groups.items()}
+        self.num_agents = {name: spec.num_agents for name, spec in env.groups.items()}
+        self.state_features = (math.prod(env.state_shape) if env.state_shape is not None
+                               else None)
+        self.sharing = {name: config.groups.overrides.get(name, config.groups.sharing)
+                        for name in env.groups}
+        obs_norm = config.algo.obs_norm
+        self.obs_norm = nn.ModuleDict({name: RunningMeanStd((features,)) for name, features
+                                       in self.obs_features.items()} if obs_norm else {})
+        self.state_norm = nn.ModuleDict(
+            {"state": RunningMeanStd((self.state_features,))}
+            if obs_norm and self.state_features else {})
+        self.obs_norm.to(device)
+        self.state_norm.to(device)
+        capacity = max(config.algo.buffer_size // env.num_envs, 2)
+        self.replay = ReplayBuffer(capacity, env.num_envs, self._replay_layout(),
+                                   self.state_features, device)
+        self.env_steps = 0
+        self.num_updates = 0
+        self.next: BatchedReset | None = None
+
+    def _replay_layout(self) -> dict[str, tuple[int, int, tuple[int, ...], torch.dtype]]:
+        layout: dict[str, tuple[int, int, tuple[int, ...], torch.dtype]] = {}
+        for name, spec in self.specs.items():
+            space = spec.action_space
+            if isinstance(space, gymnasium.spaces.Discrete):
+                layout[name] = (spec.num_agents, self.obs_features[name], (), torch.int64)
+            else:
+                layout[name] = (spec.num_agents, self.obs_features[name],
+                                (math.prod(space.shape or (1,)),), torch.float32)
+        return layout
+
+    def _finish_init(self, trained: dict[str, nn.Module]) -> None:
+        """Move networks to the device and build the common optimiser over ``trained``."""
+        for module in self.modules().values():
+            module.to(self.device)
+        self.optimizer = CommonOptimizer(trained, self.config.optim)
+
+    # --------------------------------------------------------------- interface
+    def act(self, obs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor | None],
+            explore: bool) -> dict[str, torch.Tensor]:
+        """Actions as stored in replay, per group ``[E, A]`` or ``[E, A, D]``."""
+        raise NotImplementedError
+
+    def env_action(self, name: str, action: torch.Tensor) -> torch.Tensor:
+        """Group ``name``'s stored actions as the env takes them."""
+        return action
+
+    def losses(self, sample: Sample) -> dict[str, torch.Tensor]:
+        """Named loss terms of one update; ``"loss"`` is what the optimiser minimises."""
+        raise NotImplementedError
+
+    def target_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """``(online, target)`` modules to move after this update (may be empty)."""
+        raise NotImplementedError
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Everything with state to checkpoint."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ observations
+    @staticmethod
+    def _stats(modules: nn.ModuleDict, name: str) -> RunningMeanStd:
+        stats = modules[name]
+        assert isinstance(stats, RunningMeanStd)
+        return stats
+
+    def normalize_obs(self, name: str, obs: torch.Tensor) -> torch.Tensor:
+        """Running-normalised ``obs: [*B, A, F]`` (unchanged without ``algo.obs_norm``)."""
+        return self._stats(self.obs_norm, name).normalize(obs) if name in self.obs_norm else obs
+
+    def global_state(self, state: torch.Tensor | None,
+                     obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The mixer's or centralised critic's input ``[B, S]``.
+
+        ``env.state()`` (normalised) when the task has one, else every group's
+        normalised observations ``obs[g]: [B, A_g, F_g]`` concatenated.
+        """
+        if state is not None:
+            if not self.state_norm:
+                return state
+            return self._stats(self.state_norm, "state").normalize(state)
+        return torch.cat([value.flatten(-2) for value in obs.values()], dim=-1)
+
+    def global_state_features(self) -> int:
+        if self.state_features is not None:
+            return self.state_features
+        return sum(self.num_agents[n] * self.obs_features[n] for n in self.specs)
+
+    def policy_actions(self, current: BatchedReset, explore: bool,
+                       update_stats: bool = False) -> tuple[dict[str, torch.Tensor],
+                                                            dict[str, torch.Tensor]]:
+        """Stored-form and env-form actions for the observations in ``current``."""
+        obs, masks = {}, {}
+        for name, group_obs in current.groups.items():
+            flat = group_obs.obs.to(self.device).reshape(
+                *group_obs.obs.shape[:2], self.obs_features[name]).float()
+            if update_stats and name in self.obs_norm:
+                self._stats(self.obs_norm, name).update(flat, group_obs.alive.to(self.device))
+            obs[name] = self.normalize_obs(name, flat)
+            mask = group_obs.action_mask
+            masks[name] = None if mask is None else mask.to(self.device)
+        actions = self.act(obs, masks, explore)
+        env_actions = {name: self.env_action(name, action).to(self.env.device)
+                       for name, action in actions.items()}
+        return actions, env_actions
+
+    # ----------------------------------------------------------------- rollout
+    @torch.no_grad()
+    def collect(self, tracker: EpisodeTracker) -> int:
+        """Step every env copy ``num_steps`` times into replay; return env steps taken."""
+        if self.next is None:
+            self.next = self.env.reset(seed=self.config.seed)
+        current = self.next
+        for _ in range(self.algo.num_steps):
+            actions, env_actions = self.policy_actions(current, explore=True, update_stats=True)
+            state = self._raw_state(current.state)
+            if state is not None and self.state_norm:
+                self._stats(self.state_norm, "state").update(state)
+            step = self.env.step(env_actions)
+            transitions = {}
+            alive = {}
+            for name, group_step in step.groups.items():
+                before = current.groups[name]
+                alive[name] = before.alive.to(self.device)
+                transitions[name] = GroupTransition(
+                    obs=self._flat_obs(name, before.obs), action=actions[name],
+                    reward=group_step.reward.to(self.device),
+                    terminated=group_step.terminated.to(self.device),
+                    truncated=group_step.truncated.to(self.device), alive=alive[name],
+                    final_obs=self._flat_obs(name, group_step.final_obs))
+            self.replay.add(transitions, step.env_done.to(self.device), state,
+                            self._raw_state(step.final_state))
+            tracker.record(step, alive)
+            current = BatchedReset({name: s.next for name, s in step.groups.items()}, step.state)
+            self.env_steps += self.env.num_envs
+        self.next = current
+        return self.algo.num_steps * self.env.num_envs
+
+    def _flat_obs(self, name: str, obs: torch.Tensor) -> torch.Tensor:
+        return obs.to(self.device).reshape(*obs.shape[:2], self.obs_features[name]).float()
+
+    def _raw_state(self, state: torch.Tensor | None) -> torch.Tensor | None:
+        if self.state_features is None or state is None:
+            return None
+        return state.to(self.device).reshape(state.shape[0], -1).float()
+
+    # ------------------------------------------------------------------ update
+    def update(self, progress: float) -> dict[str, float]:
+        """``gradient_steps`` updates once ``learning_starts`` env steps are stored."""
+        if self.replay.num_transitions < self.algo.learning_starts:
+            return {}
+        if self.config.optim.anneal_lr:
+            self.optimizer.set_lr(self.config.optim.lr * (1.0 - progress))
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+        for _ in range(self.algo.gradient_steps):
+            sample = self.replay.sample(self.algo.batch_size, self.algo.n_step, self.algo.gamma)
+            terms = self.losses(sample)
+            self.optimizer.zero_grad()
+            terms["loss"].backward()
+            terms.update(self.optimizer.clip_and_step())
+            self.num_updates += 1
+            self._move_targets()
+            for key, value in terms.items():  # some terms (delayed actors) skip updates
+                sums[key] = sums.get(key, 0) + value.detach()
+                counts[key] = counts.get(key, 0) + 1
+        metrics = {key: float(value) / counts[key] for key, value in sums.items()}
+        bad = sorted(key for key, value in metrics.items() if not math.isfinite(value))
+        if bad:
+            raise NonFiniteLossError(f"non-finite loss terms {', '.join(bad)}; try a lower "
+                                     "optim.lr or optim.max_grad_norm, or algo.obs_norm=true")
+        metrics["lr"] = self.optimizer.optimizers[0].param_groups[0]["lr"]
+        return metrics
+
+    def _move_targets(self) -> None:
+        pairs = self.target_pairs()
+        if not pairs:
+            return
+        if self.algo.target_update == "soft":
+            update_targets(pairs, self.algo.tau)
+        elif self.num_updates % self.algo.target_update_interval == 0:
+            update_targets(pairs, 1.0)
+
+    # -------------------------------------------------------------- checkpoint
+    def extra_state(self) -> dict[str, Any]:
+        """Counters that schedules depend on (the replay buffer is not checkpointed)."""
+        return {"env_steps": self.env_steps, "num_updates": self.num_updates}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.env_steps = int(state["env_steps"])
+        self.num_updates = int(state["num_updates"])
+
+    def reset_env(self, seed: int) -> None:
+        """Start new episodes in every copy (after resuming from a checkpoint)."""
+        self.next = self.env.reset(seed=seed)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over the entries where ``mask`` (same shape, bool) is True."""
+    return torch.where(mask, x, 0.0).sum() / mask.sum().clamp_min(1)
+
+
+def _check_action_spaces(env: BatchedEnv, name: str, discrete: bool) -> None:
+    wanted = gymnasium.spaces.Discrete if discrete else gymnasium.spaces.Box
+    for spec in env.groups.values():
+        space = spec.action_space
+        if isinstance(space, wanted) and (discrete or len(space.shape or ()) == 1):
+            continue
+        if discrete:
+            fits = "maddpg or matd3 (or ippo/mappo)"
+            hint = "; for mpe2 tasks, drop env.kwargs.continuous_actions"
+            need = "discrete (Discrete(n)) actions"
+        else:
+            fits = "iql, vdn or qmix (or ippo/mappo)"
+            hint = "; for mpe2 tasks, set env.kwargs.continuous_actions=true"
+            need = "continuous (1-D Box) actions"
+        raise ConfigError(
+            f"algo.name={name} needs {need}, but group {spec.name!r} has {space}. "
+            f"For this action space use algo.name={fits}{hint}."
+        )
+
+
+def _check_config(config: Config) -> None:
+    algo = config.algo
+    for key in ("buffer_size", "batch_size", "gradient_steps", "n_step",
+                "target_update_interval", "policy_delay", "num_steps"):
+        if getattr(algo, key) < 1:
+            raise ConfigError(f"algo.{key} must be >= 1; got {getattr(algo, key)}")
+    if not 0.0 <= algo.tau <= 1.0:
+        raise ConfigError(f"algo.tau must be in [0, 1]; got {algo.tau}")
+    if algo.buffer_size < 2 * config.env.num_envs:
+        raise ConfigError(f"algo.buffer_size={algo.buffer_size} holds fewer than 2 steps of "
+                          f"env.num_envs={config.env.num_envs} copies; raise it")
