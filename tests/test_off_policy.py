@@ -1,0 +1,208 @@
+"""IQL, VDN, QMIX, MADDPG and MATD3: wiring, exploration, delayed updates, bad input."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from marl.algos.ddpg import DDPG
+from marl.algos.off_policy import OffPolicy
+from marl.algos.q_learning import QLearning, QMixer
+from marl.config import ConfigError, load
+from marl.logging import EpisodeTracker
+from marl.trainer import build_env, make_algorithm, train
+
+CPU = torch.device("cpu")
+TASKS = {"iql": "toy/coop_match", "vdn": "toy/coop_match", "qmix": "toy/coop_match",
+         "maddpg": "toy/reach", "matd3": "toy/reach"}
+
+
+def _build(algo: str, **overrides: str) -> OffPolicy:
+    config = load(overrides={"algo.name": algo, "env.task": TASKS[algo], "env.num_envs": "4",
+                             "algo.num_steps": "4", "algo.learning_starts": "16",
+                             "algo.batch_size": "8", "groups.hidden": "[8]",
+                             "algo.buffer_size": "64", **overrides})
+    algo_object = make_algorithm(build_env(config, CPU), config, CPU)
+    assert isinstance(algo_object, OffPolicy)
+    return algo_object
+
+
+def _tracker(algo: OffPolicy) -> EpisodeTracker:
+    return EpisodeTracker(algo.num_agents, algo.env.num_envs, CPU)
+
+
+def _snapshot(module: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def _changed(before: list[torch.Tensor], module: nn.Module) -> bool:
+    return any(not torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
+
+
+SETUPS = [("shared", "batched"), ("independent", "batched"), ("independent", "fork"),
+          ("independent", "loop")]
+
+
+@pytest.mark.parametrize("sharing,backend", SETUPS)
+@pytest.mark.parametrize("name", ["iql", "vdn", "qmix", "maddpg", "matd3"])
+def test_one_update_trains_every_network_and_moves_every_target(name: str, sharing: str,
+                                                                backend: str) -> None:
+    algo = _build(name, **{"groups.sharing": sharing, "groups.backend": backend})
+    tracker = _tracker(algo)
+    while algo.replay.num_transitions < 16:
+        algo.collect(tracker)
+    online = [pair[0] for pair in algo.target_pairs()]
+    targets = [pair[1] for pair in algo.target_pairs()]
+    before_online = [_snapshot(m) for m in online]
+    before_target = [_snapshot(m) for m in targets]
+    metrics = algo.update(0.0)
+    assert metrics and all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    # Every online network (Q nets, mixer, actors, critics) stepped by the one optimiser...
+    optimised = {id(p) for o in algo.optimizer.optimizers for g in o.param_groups
+                 for p in g["params"]}
+    for module, before in zip(online, before_online, strict=True):
+        assert {id(p) for p in module.parameters()} <= optimised
+        assert _changed(before, module)
+    # ...and every target moved towards it, while targets are never optimised.
+    for module, before in zip(targets, before_target, strict=True):
+        assert _changed(before, module)
+        assert not {id(p) for p in module.parameters()} & optimised
+
+
+def test_matd3_updates_actors_and_targets_every_policy_delay_steps() -> None:
+    algo = _build("matd3", **{"algo.policy_delay": "3", "algo.gradient_steps": "1"})
+    assert isinstance(algo, DDPG)
+    tracker = _tracker(algo)
+    while algo.replay.num_transitions < 16:
+        algo.collect(tracker)
+    actor_changes, critic_changes, target_changes = [], [], []
+    for _ in range(7):
+        actor, critic = _snapshot(algo.actor), _snapshot(algo.critics)
+        target = _snapshot(algo.target_actor)
+        metrics = algo.update(0.0)
+        actor_changes.append(_changed(actor, algo.actor))
+        critic_changes.append(_changed(critic, algo.critics))
+        target_changes.append(_changed(target, algo.target_actor))
+        assert ("agent/actor_loss" in metrics) == actor_changes[-1]
+    assert actor_changes == [True, False, False, True, False, False, True]
+    assert target_changes == actor_changes
+    assert all(critic_changes)
+
+
+def test_maddpg_updates_its_actor_every_step() -> None:
+    algo = _build("maddpg", **{"algo.policy_delay": "3"})
+    tracker = _tracker(algo)
+    while algo.replay.num_transitions < 16:
+        algo.collect(tracker)
+    assert isinstance(algo, DDPG)
+    for _ in range(3):
+        actor = _snapshot(algo.actor)
+        algo.update(0.0)
+        assert _changed(actor, algo.actor)
+
+
+def test_actor_loss_does_not_push_the_critic() -> None:
+    algo = _build("maddpg")
+    assert isinstance(algo, DDPG)
+    tracker = _tracker(algo)
+    while algo.replay.num_transitions < 16:
+        algo.collect(tracker)
+    sample = algo.replay.sample(8, 1, 0.9)
+    critic_only = algo.losses(sample)
+    algo.optimizer.zero_grad()
+    critic_only["agent/critic_loss"].backward()
+    grads = [p.grad.clone() for p in algo.critics.parameters() if p.grad is not None]
+    algo.optimizer.zero_grad()
+    algo.losses(sample)["loss"].backward()
+    summed = [p.grad for p in algo.critics.parameters() if p.grad is not None]
+    assert len(grads) == len(summed) > 0
+    for a, b in zip(grads, summed, strict=True):
+        torch.testing.assert_close(a, b)
+    assert all(p.grad is not None for p in algo.actor.parameters())
+
+
+def test_epsilon_follows_its_schedule_and_evaluation_is_greedy() -> None:
+    algo = _build("vdn", **{"algo.eps_start": "1.0", "algo.eps_end": "0.1",
+                            "algo.eps_anneal_steps": "100"})
+    assert isinstance(algo, QLearning)
+    assert algo.epsilon() == 1.0
+    algo.env_steps = 50
+    assert algo.epsilon() == pytest.approx(0.55)
+    algo.env_steps = 1000
+    assert algo.epsilon() == pytest.approx(0.1)
+    obs = {"agent": torch.randn(64, 2, 3)}
+    greedy = algo.q["agent"](obs["agent"]).argmax(-1)
+    assert torch.equal(algo.act(obs, {"agent": None}, explore=False)["agent"], greedy)
+    algo.env_steps = 0  # epsilon 1: uniform, so far from always greedy
+    explored = algo.act(obs, {"agent": None}, explore=True)["agent"]
+    assert (explored != greedy).float().mean() > 0.4
+
+
+def test_ddpg_explores_with_noise_and_evaluates_deterministically() -> None:
+    algo = _build("matd3", **{"algo.exploration_noise": "0.3", "algo.learning_starts": "0"})
+    obs = {"agent": torch.randn(256, 2, 2)}
+    deterministic = algo.act(obs, {"agent": None}, explore=False)["agent"]
+    assert torch.equal(deterministic, algo.act(obs, {"agent": None}, explore=False)["agent"])
+    noisy = algo.act(obs, {"agent": None}, explore=True)["agent"]
+    assert noisy.abs().max() <= 1.0
+    assert 0.2 < (noisy - deterministic).std() < 0.4
+
+
+def test_qmix_mixer_is_monotonic_in_every_agent_q() -> None:
+    torch.manual_seed(0)
+    mixer = QMixer(num_agents=4, state_features=6, embed=8)
+    agent_q = torch.randn(128, 4, requires_grad=True)
+    state = torch.randn(128, 6)
+    (grad,) = torch.autograd.grad(mixer(agent_q, state).sum(), agent_q)
+    assert (grad >= 0).all() and (grad > 0).any()
+
+
+@pytest.mark.parametrize("name,task,fits", [
+    ("qmix", "toy/reach", "maddpg or matd3"),
+    ("iql", "toy/reach", "maddpg or matd3"),
+    ("matd3", "toy/coop_match", "iql, vdn or qmix"),
+    ("maddpg", "mpe2/simple_spread_v3", "iql, vdn or qmix"),
+])
+def test_action_space_mismatch_is_refused_naming_the_algorithms_that_fit(
+        tmp_path: Path, name: str, task: str, fits: str) -> None:
+    config = load(overrides={"algo.name": name, "env.task": task, "env.num_envs": "2",
+                             "run.dir": str(tmp_path / "run"), "run.tensorboard": "false"})
+    with pytest.raises(ConfigError, match=fits):
+        train(config)
+
+
+def test_bad_off_policy_settings_are_refused() -> None:
+    with pytest.raises(ConfigError, match="algo.n_step must be >= 1"):
+        _build("vdn", **{"algo.n_step": "0"})
+    with pytest.raises(ConfigError, match="algo.target_update"):
+        load(overrides={"algo.target_update": "polyak"})
+
+
+def test_hard_target_updates_copy_every_interval() -> None:
+    algo = _build("iql", **{"algo.target_update": "hard", "algo.target_update_interval": "2"})
+    assert isinstance(algo, QLearning)
+    tracker = _tracker(algo)
+    while algo.replay.num_transitions < 16:
+        algo.collect(tracker)
+    equal = []
+    for _ in range(4):
+        algo.update(0.0)
+        equal.append(all(torch.equal(a, b) for a, b in zip(
+            algo.q.parameters(), algo.target_q.parameters(), strict=True)))
+    assert equal == [False, True, False, True]
+
+
+def test_off_policy_run_resumes_with_its_counters(tmp_path: Path) -> None:
+    base = {"algo.name": "qmix", "env.task": "toy/coop_match", "env.num_envs": "4",
+            "algo.num_steps": "4", "algo.learning_starts": "32", "algo.batch_size": "16",
+            "train.log_every": "64", "train.checkpoint_every": "64",
+            "run.dir": str(tmp_path / "run"), "run.tensorboard": "false",
+            "train.progress": "false"}
+    first = train(load(overrides={**base, "train.total_env_steps": "128"}))
+    assert first.env_steps == 128 and "td_loss" in first.last_metrics
+    resumed = train(load(overrides={**base, "train.total_env_steps": "256",
+                                    "run.resume": "true"}))
+    assert resumed.env_steps == 256
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 4
