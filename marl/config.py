@@ -89,7 +89,7 @@ class AlgoConfig:
     buffer_size: int = _help("off-policy: replay capacity in transitions (per env copy "
                              "counted; preallocated)", default=200_000)
     batch_size: int = _help("off-policy: transitions per gradient update", default=256)
-    learning_starts: int = _help("off-policy: env steps collected before the first update",
+    warmup_steps: int = _help("off-policy: env steps collected before the first update",
                                  default=5_000)
     gradient_steps: int = _help("off-policy: gradient updates after every algo.num_steps "
                                 "steps of all env copies", default=1)
@@ -143,6 +143,9 @@ class OptimConfig:
                            default="global")
     mode: str = _help("'common' (one optimiser) or 'per_agent' (benchmarks only; needs "
                       "backend loop or fork)", default="common")
+    adam_impl: str = _help("Adam kernels: 'default' (torch's choice: a loop over tensors on "
+                           "CPU), 'foreach' or 'fused' (one kernel; fastest on CPU and GPU)",
+                           default="default")
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "groups.activation": ("tanh", "relu"),
     "optim.clip_mode": ("global", "group"),
     "optim.mode": ("common", "per_agent"),
+    "optim.adam_impl": ("default", "foreach", "fused"),
     "device": ("cpu", "cuda", "auto"),
 }
 
@@ -194,6 +198,16 @@ CHOICES: dict[str, tuple[str, ...]] = {
 HPSETS: dict[str, dict[str, Any]] = {
     "ippo_mpe": {"algo.name": "ippo"},
     "mappo_mpe": {"algo.name": "mappo"},
+    # Off-policy on MPE: 8 copies, one update per step of all copies (8 env steps),
+    # 3-step targets, relu Q networks, fused Adam (README, "Off-policy family").
+    **{f"{name}_mpe": {
+        "algo.name": name, "env.num_envs": 8, "algo.num_steps": 1, "algo.gradient_steps": 1,
+        "algo.batch_size": 256, "algo.n_step": 3, "algo.warmup_steps": 5_000,
+        "algo.eps_anneal_steps": 50_000, "optim.lr": 5e-4, "optim.max_grad_norm": 10.0,
+        "optim.adam_impl": "fused", "groups.activation": "relu",
+        "train.total_env_steps": 200_000,
+        **({"env.kwargs.continuous_actions": True} if name in ("maddpg", "matd3") else {}),
+    } for name in ("iql", "vdn", "qmix", "maddpg", "matd3")},
     "ippo_tiny": {
         "env.task": "toy/coop_match", "env.num_envs": 8, "algo.num_steps": 16,
         "algo.update_epochs": 4, "algo.num_minibatches": 2, "optim.lr": 3e-3,

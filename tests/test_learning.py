@@ -44,7 +44,7 @@ def test_ippo_shared_improves_on_simple_spread(tmp_path: Path) -> None:
 def _train_off_policy(tmp_path: Path, name: str, task: str, steps: int,
                       **overrides: str) -> float:
     base = {"algo.name": name, "env.task": task, "env.num_envs": "8", "algo.num_steps": "2",
-            "algo.learning_starts": "500", "algo.batch_size": "64",
+            "algo.warmup_steps": "500", "algo.batch_size": "64",
             "algo.eps_anneal_steps": str(steps // 2), "optim.lr": "2e-3",
             "optim.max_grad_norm": "10", "groups.activation": "relu",
             "train.total_env_steps": str(steps), "train.log_every": str(steps),

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from marl_envs.tasks.one_step import PAYOFFS
 
 from marl import checkpoint
 from marl.algos.q_learning import QLearning
 from marl.config import load
 from marl.trainer import build_env, load_modules, make_algorithm, train
-from marl_envs.tasks.one_step import PAYOFFS
 
 CPU = torch.device("cpu")
 PAYOFF = torch.tensor(PAYOFFS["climbing"])
@@ -27,7 +27,7 @@ PAYOFF = torch.tensor(PAYOFFS["climbing"])
 def _train(name: str, seed: int, run_dir: Path) -> QLearning:
     config = load(overrides={
         "algo.name": name, "env.task": "toy/matrix_game", "env.kwargs.payoff": "climbing",
-        "env.num_envs": "16", "algo.num_steps": "1", "algo.learning_starts": "320",
+        "env.num_envs": "16", "algo.num_steps": "1", "algo.warmup_steps": "320",
         "algo.batch_size": "64", "algo.eps_anneal_steps": "3000", "optim.lr": "3e-3",
         "optim.max_grad_norm": "10", "optim.anneal_lr": "false", "groups.activation": "relu",
         "train.total_env_steps": "4000", "train.log_every": "4000",

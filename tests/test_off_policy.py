@@ -20,7 +20,7 @@ TASKS = {"iql": "toy/coop_match", "vdn": "toy/coop_match", "qmix": "toy/coop_mat
 
 def _build(algo: str, **overrides: str) -> OffPolicy:
     config = load(overrides={"algo.name": algo, "env.task": TASKS[algo], "env.num_envs": "4",
-                             "algo.num_steps": "4", "algo.learning_starts": "16",
+                             "algo.num_steps": "4", "algo.warmup_steps": "16",
                              "algo.batch_size": "8", "groups.hidden": "[8]",
                              "algo.buffer_size": "64", **overrides})
     algo_object = make_algorithm(build_env(config, CPU), config, CPU)
@@ -140,7 +140,7 @@ def test_epsilon_follows_its_schedule_and_evaluation_is_greedy() -> None:
 
 
 def test_ddpg_explores_with_noise_and_evaluates_deterministically() -> None:
-    algo = _build("matd3", **{"algo.exploration_noise": "0.3", "algo.learning_starts": "0"})
+    algo = _build("matd3", **{"algo.exploration_noise": "0.3", "algo.warmup_steps": "0"})
     obs = {"agent": torch.randn(256, 2, 2)}
     deterministic = algo.act(obs, {"agent": None}, explore=False)["agent"]
     assert torch.equal(deterministic, algo.act(obs, {"agent": None}, explore=False)["agent"])
@@ -195,7 +195,7 @@ def test_hard_target_updates_copy_every_interval() -> None:
 
 def test_off_policy_run_resumes_with_its_counters(tmp_path: Path) -> None:
     base = {"algo.name": "qmix", "env.task": "toy/coop_match", "env.num_envs": "4",
-            "algo.num_steps": "4", "algo.learning_starts": "32", "algo.batch_size": "16",
+            "algo.num_steps": "4", "algo.warmup_steps": "32", "algo.batch_size": "16",
             "train.log_every": "64", "train.checkpoint_every": "64",
             "run.dir": str(tmp_path / "run"), "run.tensorboard": "false",
             "train.progress": "false"}

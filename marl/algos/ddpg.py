@@ -10,7 +10,7 @@ smoothing), and actor and target updates only every ``policy_delay`` critic upda
 (on the other updates the actor terms are left out of the summed loss).
 
 Actions are kept in ``[-1, 1]`` (a tanh head) and scaled to the env's Box bounds only
-when handed to the env. Exploration adds Gaussian noise; before ``learning_starts``
+when handed to the env. Exploration adds Gaussian noise; before ``warmup_steps``
 actions are uniform. Evaluation uses the actor's action as is.
 """
 
@@ -93,10 +93,10 @@ class DDPG(OffPolicy):
 
     def act(self, obs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor | None],
             explore: bool) -> dict[str, torch.Tensor]:
-        """Actions ``[E, A, D]`` in ``[-1, 1]``: uniform before ``learning_starts``, then
+        """Actions ``[E, A, D]`` in ``[-1, 1]``: uniform before ``warmup_steps``, then
         the actor's with Gaussian noise (the actor's alone without ``explore``)."""
         actions = {}
-        warm_up = explore and self.replay.num_transitions < self.algo.learning_starts
+        warm_up = explore and self.replay.num_transitions < self.algo.warmup_steps
         for name, group_obs in obs.items():
             action = self.actor[name](group_obs).tanh()
             if warm_up:

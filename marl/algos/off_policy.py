@@ -208,8 +208,8 @@ class OffPolicy:
 
     # ------------------------------------------------------------------ update
     def update(self, progress: float) -> dict[str, float]:
-        """``gradient_steps`` updates once ``learning_starts`` env steps are stored."""
-        if self.replay.num_transitions < self.algo.learning_starts:
+        """``gradient_steps`` updates once ``warmup_steps`` env steps are stored."""
+        if self.replay.num_transitions < self.algo.warmup_steps:
             return {}
         if self.config.optim.anneal_lr:
             self.optimizer.set_lr(self.config.optim.lr * (1.0 - progress))
