@@ -16,6 +16,8 @@ Examples:
   marl train                                         IPPO, shared parameters, simple_spread_v3
   marl train groups.sharing=independent seed=2
   marl train algo.name=mappo env.task=mpe2/simple_speaker_listener_v4
+  marl train hpset=qmix_mpe                          QMIX on simple_spread_v3 (discrete)
+  marl train hpset=matd3_mpe                         MATD3 on simple_spread_v3 (continuous)
   marl train env.kwargs.N=5 env.kwargs.continuous_actions=true
   marl train --config runs/X/config.yaml run.dir=runs/X run.resume=true
 
@@ -36,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = commands.add_parser(
-        "train", help="train agents (IPPO/MAPPO) on a PettingZoo task",
+        "train",
+        help="train agents (IPPO, MAPPO, IQL, VDN, QMIX, MADDPG, MATD3) on a PettingZoo task",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_TRAIN_EPILOG + help_text() + f"\n\nNamed hyperparameter sets (hpset=NAME): "
         f"{', '.join(sorted(HPSETS))}",

@@ -206,3 +206,26 @@ def test_off_policy_run_resumes_with_its_counters(tmp_path: Path) -> None:
     assert resumed.env_steps == 256
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 4
+
+
+@pytest.mark.parametrize("name,kwargs", [("qmix", {}), ("vdn", {}),
+                                         ("matd3", {"env.kwargs.continuous_actions": "true"})])
+def test_several_groups_are_mixed_and_criticised_as_one_team(name: str,
+                                                             kwargs: dict[str, str]) -> None:
+    config = load(overrides={"algo.name": name, "env.task": "mpe2/simple_speaker_listener_v4",
+                             "env.num_envs": "2", "algo.num_steps": "4",
+                             "algo.warmup_steps": "8", "algo.batch_size": "8",
+                             "groups.hidden": "[8]", "algo.buffer_size": "64", **kwargs})
+    algo = make_algorithm(build_env(config, CPU), config, CPU)
+    assert isinstance(algo, OffPolicy) and set(algo.num_agents) == {"speaker", "listener"}
+    if isinstance(algo, QLearning) and algo.mixer is not None:
+        assert algo.mixer.num_agents == 2
+    tracker = _tracker(algo)
+    while algo.replay.num_transitions < 8:
+        algo.collect(tracker)
+    before = [_snapshot(online) for online, _ in algo.target_pairs()]
+    metrics = algo.update(0.0)
+    assert {"speaker/q_taken", "listener/q_taken"} <= set(metrics) or \
+        {"speaker/critic_loss", "listener/critic_loss"} <= set(metrics)
+    for (online, _), was in zip(algo.target_pairs(), before, strict=True):
+        assert _changed(was, online)
