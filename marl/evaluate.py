@@ -75,7 +75,7 @@ def evaluate(run_dir: str | Path, episodes: int = 20, greedy: bool = False,
     per_group = {key.split("/", 1)[1]: float(np.mean([e[key] for e in tracker.episodes[:episodes]]))
                  for key in tracker.episodes[0] if key.startswith("episode_return/")}
     return {"run_dir": str(run_dir), "checkpoint": str(path), "env_steps": int(state["env_steps"]),
-            "episodes": len(returns), "greedy": greedy,
+            "episodes": len(returns), "greedy": greedy or not isinstance(algo, PPO),
             "episode_return_mean": float(np.mean(returns)), "ci95": [low, high],
             "episode_return_std": float(np.std(returns)), "per_group": per_group}
 
