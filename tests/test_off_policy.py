@@ -1,5 +1,6 @@
 """IQL, VDN, QMIX, MADDPG and MATD3: wiring, exploration, delayed updates, bad input."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,17 @@ from marl.logging import EpisodeTracker
 from marl.trainer import build_env, make_algorithm, train
 
 CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tests here drive the learners directly, without the trainer that sets one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 TASKS = {"iql": "toy/coop_match", "vdn": "toy/coop_match", "qmix": "toy/coop_match",
          "maddpg": "toy/reach", "matd3": "toy/reach"}
 
@@ -229,3 +241,29 @@ def test_several_groups_are_mixed_and_criticised_as_one_team(name: str,
         {"speaker/critic_loss", "listener/critic_loss"} <= set(metrics)
     for (online, _), was in zip(algo.target_pairs(), before, strict=True):
         assert _changed(was, online)
+
+
+@pytest.mark.parametrize("name,n_step", [("iql", 1), ("iql", 3), ("vdn", 3)])
+def test_truncation_bootstraps_so_values_reach_the_endless_return(name: str,
+                                                                  n_step: int) -> None:
+    """toy/endless pays 1 per step forever and is only truncated (every 4 steps): with
+    gamma 0.5 the value is 1 / (1 - 0.5) = 2 everywhere. A learner that treated the
+    truncation as a termination could not fit it (the observation carries no time)."""
+    torch.manual_seed(0)
+    config = load(overrides={"algo.name": name, "env.task": "toy/endless",
+                             "env.kwargs.max_steps": "4", "env.num_envs": "4",
+                             "algo.num_steps": "1", "algo.warmup_steps": "64",
+                             "algo.batch_size": "32", "algo.gamma": "0.5",
+                             "algo.n_step": str(n_step), "algo.tau": "0.05",
+                             "optim.lr": "3e-3", "optim.anneal_lr": "false",
+                             "groups.hidden": "[16]", "algo.obs_norm": "false"})
+    algo = make_algorithm(build_env(config, CPU), config, CPU)
+    assert isinstance(algo, QLearning)
+    tracker = _tracker(algo)
+    for _ in range(300):
+        algo.collect(tracker)
+        algo.update(0.0)
+    with torch.no_grad():
+        q = algo.q["agent"](torch.ones(1, 2, 4))
+    total = q.max(-1).values.sum() if name == "vdn" else q.max(-1).values.mean()
+    assert float(total) == pytest.approx(2.0, abs=0.15)
