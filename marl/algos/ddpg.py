@@ -58,12 +58,10 @@ class DDPG(OffPolicy):
         self.action_dim = {name: self._action_space(name).shape[0] for name in self.specs}
         joint_actions = sum(self.num_agents[n] * self.action_dim[n] for n in self.specs)
         critic_features = self.global_state_features() + joint_actions
-        low = {n: torch.as_tensor(self._action_space(n).low, dtype=torch.float32)
-               for n in self.specs}
-        high = {n: torch.as_tensor(self._action_space(n).high, dtype=torch.float32)
-                for n in self.specs}
-        self.action_low = {n: value.to(device) for n, value in low.items()}
-        self.action_high = {n: value.to(device) for n, value in high.items()}
+        self.action_low = {n: torch.as_tensor(self._action_space(n).low, dtype=torch.float32,
+                                              device=device) for n in self.specs}
+        self.action_high = {n: torch.as_tensor(self._action_space(n).high, dtype=torch.float32,
+                                               device=device) for n in self.specs}
 
         def build(name: str, in_features: int, out_features: int, gain: float) -> nn.Module:
             net = config.groups
