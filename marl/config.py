@@ -143,9 +143,6 @@ class OptimConfig:
                            default="global")
     mode: str = _help("'common' (one optimiser) or 'per_agent' (benchmarks only; needs "
                       "backend loop or fork)", default="common")
-    adam_impl: str = _help("Adam kernels: 'default' (torch's choice: a loop over tensors on "
-                           "CPU), 'foreach' or 'fused' (one kernel; fastest on CPU and GPU)",
-                           default="default")
 
 
 @dataclass(frozen=True)
@@ -190,7 +187,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "groups.activation": ("tanh", "relu"),
     "optim.clip_mode": ("global", "group"),
     "optim.mode": ("common", "per_agent"),
-    "optim.adam_impl": ("default", "foreach", "fused"),
     "device": ("cpu", "cuda", "auto"),
 }
 
@@ -199,12 +195,12 @@ HPSETS: dict[str, dict[str, Any]] = {
     "ippo_mpe": {"algo.name": "ippo"},
     "mappo_mpe": {"algo.name": "mappo"},
     # Off-policy on MPE: 8 copies, one update per step of all copies (8 env steps),
-    # 3-step targets, relu Q networks, fused Adam (README, "Off-policy family").
+    # 3-step targets, relu networks (README, "Off-policy family").
     **{f"{name}_mpe": {
         "algo.name": name, "env.num_envs": 8, "algo.num_steps": 1, "algo.gradient_steps": 1,
         "algo.batch_size": 256, "algo.n_step": 3, "algo.warmup_steps": 5_000,
         "algo.eps_anneal_steps": 50_000, "optim.lr": 5e-4, "optim.max_grad_norm": 10.0,
-        "optim.adam_impl": "fused", "groups.activation": "relu",
+        "groups.activation": "relu",
         "train.total_env_steps": 200_000,
         **({"env.kwargs.continuous_actions": True} if name in ("maddpg", "matd3") else {}),
     } for name in ("iql", "vdn", "qmix", "maddpg", "matd3")},

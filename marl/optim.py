@@ -35,19 +35,12 @@ class CommonOptimizer:
         self.modules = dict(modules)
         self.params = {name: [p for p in m.parameters() if p.requires_grad]
                        for name, m in self.modules.items()}
-        # On CPU, torch's default Adam loops over tensors; "fused" was 4-6x faster per
-        # step for MPE-sized Q networks plus a QMIX mixer (notes in the README).
-        impl: dict[str, bool] = {"default": {}, "foreach": {"foreach": True},
-                                 "fused": {"fused": True}}[config.adam_impl]
         if config.mode == "common":
             groups = [{"params": params, "name": name} for name, params in self.params.items()]
-            self.optimizers = [torch.optim.Adam(groups, lr=config.lr, eps=config.eps,
-                                              foreach=impl.get("foreach"),
-                                              fused=impl.get("fused"))]
+            self.optimizers = [torch.optim.Adam(groups, lr=config.lr, eps=config.eps)]
         elif config.mode == "per_agent":
             self.optimizers = [
-                torch.optim.Adam(params, lr=config.lr, eps=config.eps,
-                                 foreach=impl.get("foreach"), fused=impl.get("fused"))
+                torch.optim.Adam(params, lr=config.lr, eps=config.eps)
                 for params in _per_agent_parameters(self.modules)
             ]
         else:
