@@ -14,11 +14,16 @@ def test_throughput_quick_writes_results(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["benchmark"] == "throughput"
     assert {"torch", "cpu_count", "python"} <= set(results["machine"])
-    row = results["rows"][0]
-    assert {"num_envs", "ceiling", "training", "ratio", "raw"} <= set(row)
-    assert row["ceiling"]["min"] <= row["ceiling"]["median"] <= row["ceiling"]["max"]
-    assert row["training"]["median"] > 0
-    assert "| num_envs |" in (tmp_path / "results.md").read_text()
+    rows = results["rows"]
+    assert {row["vector"] for row in rows} == {"sync", "subprocess"}
+    for row in rows:
+        assert {"algo", "num_envs", "ceiling", "training", "ratio", "raw"} <= set(row)
+        assert row["ceiling"]["min"] <= row["ceiling"]["median"] <= row["ceiling"]["max"]
+        assert row["training"]["median"] > 0
+        assert row["agent_steps_per_s"] == row["training"]["median"] * row["agents"]
+        assert row["agents"] == 3  # simple_spread_v3
+    assert "| algo | vector | num_envs |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "throughput.png").stat().st_size > 0
 
 
 def _run_quick(module: str, out: Path) -> dict:
