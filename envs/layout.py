@@ -253,7 +253,7 @@ def _padded_actions(
     own: dict[str, int | None] = {agent: None for agent in members}
     if isinstance(action_space, Discrete):
         for agent in members:
-            n = int(env.action_space(agent).n)  # type: ignore[attr-defined]
+            n = int(env.action_space(agent).n)
             if n < int(action_space.n):
                 own[agent] = n
     return own
