@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import run_fresh, summary, write_results
+from benchmarks.common import plot_vs_agents, run_fresh, summary, write_results
 
 MODULE = "benchmarks.backends"
 KINDS = ("loop", "fork", "batched", "shared")
@@ -106,34 +106,6 @@ def _worker(args: argparse.Namespace) -> None:
     for mode, call in (("forward", forward), ("train", train)):
         result[mode] = time_blocks(call, device, args.blocks, args.block_s, args.budget_s)
     print(json.dumps(result))
-
-
-def plot_vs_agents(path: Path, panels: dict[str, dict[str, list[tuple[int, float]]]],
-                   ylabel: str, columns: int = 3) -> None:
-    """One log-log panel per title: a line per series through ``(N, value)`` points."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = max(1, -(-len(panels) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows),
-                                squeeze=False)
-    for axis, (title, series) in zip(axes.flat, panels.items(), strict=False):
-        for index, (label, points) in enumerate(series.items()):
-            if points:  # the colour cycle has 10 entries: later series get another style
-                xs, ys = zip(*sorted(points), strict=True)
-                axis.plot(xs, ys, marker="os^"[index // 10 % 3],
-                          linestyle=("-", "--", ":")[index // 10 % 3], label=label)
-        axis.set(xscale="log", yscale="log", xlabel="agents N", ylabel=ylabel, title=title)
-        axis.set_xscale("log", base=2)
-        axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize=7)
-    for axis in list(axes.flat)[len(panels):]:
-        axis.set_visible(False)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def _table(rows: list[dict[str, Any]], size: str, mode: str) -> list[str]:

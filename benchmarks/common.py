@@ -66,3 +66,31 @@ def write_results(out: Path, name: str, rows: list[dict[str, Any]], table: str,
                "machine": machine(), "rows": rows, **(extra or {})}
     atomic_write_text(out / "results.json", json.dumps(payload, indent=2) + "\n")
     atomic_write_text(out / "results.md", table + "\n")
+
+
+def plot_vs_agents(path: Path, panels: dict[str, dict[str, list[tuple[int, float]]]],
+                   ylabel: str, columns: int = 3, xlabel: str = "agents N") -> None:
+    """One log-log panel per title: a line per series through ``(x, value)`` points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = max(1, -(-len(panels) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows),
+                                squeeze=False)
+    for axis, (title, series) in zip(axes.flat, panels.items(), strict=False):
+        for index, (label, points) in enumerate(series.items()):
+            if points:  # the colour cycle has 10 entries: later series get another style
+                xs, ys = zip(*sorted(points), strict=True)
+                axis.plot(xs, ys, marker="os^"[index // 10 % 3],
+                          linestyle=("-", "--", ":")[index // 10 % 3], label=label)
+        axis.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=title)
+        axis.set_xscale("log", base=2)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=7)
+    for axis in list(axes.flat)[len(panels):]:
+        axis.set_visible(False)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -33,10 +33,9 @@ from benchmarks.backends import (
     OUT_FEATURES,
     SIZES,
     pick_device,
-    plot_vs_agents,
     time_blocks,
 )
-from benchmarks.common import run_fresh, write_results
+from benchmarks.common import plot_vs_agents, run_fresh, write_results
 
 MODULE = "benchmarks.optimiser"
 IMPLEMENTATIONS: dict[str, dict[str, Any]] = {

@@ -22,8 +22,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.backends import plot_vs_agents
-from benchmarks.common import run_fresh, summary, write_results
+from benchmarks.common import plot_vs_agents, run_fresh, summary, write_results
 
 MODULE = "benchmarks.scaling"
 KINDS = {"shared": ("shared", "batched"), "batched": ("independent", "batched"),

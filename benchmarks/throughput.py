@@ -1,11 +1,14 @@
 """Training env-steps/s against the ceiling of stepping the same batched env at random.
 
-    python -m benchmarks.throughput [--quick] [--out DIR] [--num-envs 8 16 32]
+    python -m benchmarks.throughput [--quick] [--out DIR] [--num-envs 8 32 64]
+                                    [--vectors sync subprocess] [--algos ippo ...]
 
-For each ``num_envs``, in a fresh process: (1) the ceiling, the same batched env stepped
-with uniform random actions and nothing else; (2) IPPO training (rollout and updates)
-with the default config. Both are timed after a warm-up, several times, and the ratio
-training / ceiling is the headline: how close the learner runs to the env's own speed.
+For each env vector (in-process ``sync`` or ``subprocess`` workers) and ``num_envs``, in
+fresh processes: (1) the ceiling, the same batched env stepped with uniform random actions
+and nothing else; (2) training with each algorithm's default config, a real ``marl
+train`` run timed from its own metric lines after the first iteration. All are repeated,
+interleaved, and the ratio training / ceiling is the headline: how close the learner runs
+to the env's own speed. Agent-steps/s = env-steps/s x agents.
 """
 
 from __future__ import annotations
@@ -18,15 +21,18 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import run_fresh, summary, write_results
+from benchmarks.common import plot_vs_agents, run_fresh, summary, write_results
 
 MODULE = "benchmarks.throughput"
+DEFAULT_ALGOS = ("ippo",)
+"""Algorithms trained by default: on-policy IPPO and one off-policy method."""
 
 
-def _ceiling(task: str, num_envs: int, steps: int) -> float:
+def _ceiling(task: str, num_envs: int, steps: int, vector: str) -> dict[str, float]:
     from marl_envs import make, random_actions
 
-    env = make(task, num_envs=num_envs, include_state=False)
+    env = make(task, num_envs=num_envs, vector=vector, include_state=False)
+    agents = sum(spec.num_agents for spec in env.groups.values())
     current = env.reset(seed=0)
     generator = torch.Generator().manual_seed(0)
 
@@ -41,52 +47,60 @@ def _ceiling(task: str, num_envs: int, steps: int) -> float:
     run(steps)
     elapsed = time.perf_counter() - start
     env.close()
-    return steps * num_envs / elapsed
+    return {"env_steps_per_s": steps * num_envs / elapsed, "agents": agents}
 
 
-def _training(task: str, num_envs: int, iterations: int, overrides: list[str]) -> float:
-    from marl.algos.ppo import PPO
+def _training(task: str, num_envs: int, vector: str, algo: str, env_steps: int,
+              overrides: list[str]) -> dict[str, float]:
+    """Env-steps/s of a real ``marl train`` run, from its own metric lines.
+
+    The rate is taken between the first and the last logged line, so start-up (env
+    creation, the first rollout, compilation) is left out, whatever the algorithm.
+    """
+    import tempfile
+
     from marl.config import load, parse_overrides
-    from marl.logging import EpisodeTracker
-    from marl.trainer import build_env
+    from marl.trainer import train
 
-    config = load(overrides={"env.task": task, "env.num_envs": str(num_envs),
-                             **parse_overrides(overrides)})
-    torch.manual_seed(0)
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
-    env = build_env(config, torch.device("cpu"))
-    algo = PPO(env, config, torch.device("cpu"))
-    tracker = EpisodeTracker({n: s.num_agents for n, s in env.groups.items()}, num_envs,
-                             torch.device("cpu"))
-    algo.collect(tracker)  # warm-up: first rollout and update
-    algo.update(0.0)
-    steps, start = 0, time.perf_counter()
-    for _ in range(iterations):
-        steps += algo.collect(tracker)
-        algo.update(0.5)
-    elapsed = time.perf_counter() - start
-    env.close()
-    return steps / elapsed
+    with tempfile.TemporaryDirectory() as run_dir:
+        config = load(overrides={
+            "env.task": task, "env.num_envs": str(num_envs), "env.vector": vector,
+            "algo.name": algo, "train.total_env_steps": str(env_steps),
+            "train.log_every": "1", "train.checkpoint_every": str(10 * env_steps),
+            "train.progress": "false", "run.tensorboard": "false", "run.dir": run_dir,
+            **parse_overrides(overrides)})
+        train(config)
+        lines = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").open()]
+    if len(lines) < 3:
+        raise RuntimeError(f"only {len(lines)} metric lines; raise --train-steps")
+    first, last = lines[1], lines[-1]  # lines[0] closes the first (warm-up) iteration
+    return {"env_steps_per_s": (last["env_steps"] - first["env_steps"])
+            / (last["wall_time"] - first["wall_time"])}
 
 
 def _worker(args: argparse.Namespace) -> None:
     if args.kind == "ceiling":
-        value = _ceiling(args.task, args.num_envs[0], args.steps)
+        result = _ceiling(args.task, args.num_envs[0], args.steps, args.vectors[0])
     else:
-        value = _training(args.task, args.num_envs[0], args.iterations, args.overrides)
-    print(json.dumps({"env_steps_per_s": value}))
+        result = _training(args.task, args.num_envs[0], args.vectors[0], args.algos[0],
+                           args.train_steps, args.overrides)
+    print(json.dumps(result))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="mpe2/simple_spread_v3")
-    parser.add_argument("--num-envs", type=int, nargs="+", default=[8, 16, 32])
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[8, 32, 64])
+    parser.add_argument("--vectors", nargs="+", choices=("sync", "subprocess"),
+                        default=["sync", "subprocess"], help="in-process or worker processes")
+    parser.add_argument("--algos", nargs="+", default=list(DEFAULT_ALGOS),
+                        help="algorithms to train (algo.name)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=400, help="ceiling: batched steps")
-    parser.add_argument("--iterations", type=int, default=4, help="training: iterations")
+    parser.add_argument("--train-steps", type=int, default=20_000,
+                        help="training: env steps per measured run")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
-    parser.add_argument("--out", type=Path, default=Path("results/throughput"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/throughput"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kind", choices=("ceiling", "training"), help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", metavar="key=value",
@@ -96,32 +110,64 @@ def main() -> None:
         _worker(args)
         return
     if args.quick:
-        args.num_envs, args.repeats, args.steps, args.iterations = [2], 1, 20, 1
+        args.num_envs, args.repeats, args.steps, args.train_steps = [2], 1, 20, 120
         args.overrides = [*args.overrides, "algo.num_steps=10"]
     rows: list[dict[str, Any]] = []
-    for num_envs in args.num_envs:
-        measured: dict[str, list[float]] = {"ceiling": [], "training": []}
-        for _ in range(args.repeats):
-            for kind in ("ceiling", "training"):  # interleaved, so load hits both alike
-                flags = ["--kind", kind, "--task", args.task, "--num-envs", str(num_envs),
-                         "--steps", str(args.steps), "--iterations", str(args.iterations),
-                         *args.overrides]
-                measured[kind].append(run_fresh(MODULE, flags)["env_steps_per_s"])
-        ceiling, training = summary(measured["ceiling"]), summary(measured["training"])
-        rows.append({"num_envs": num_envs, "ceiling": ceiling, "training": training,
-                     "ratio": training["median"] / ceiling["median"], "raw": measured})
-        print(f"num_envs {num_envs}: ceiling {ceiling['median']:,.0f}, training "
-              f"{training['median']:,.0f} env-steps/s ({rows[-1]['ratio']:.0%})", flush=True)
-    lines = ["| num_envs | ceiling env-steps/s (min-max) | training env-steps/s (min-max) "
-             "| ratio |", "|---|---|---|---|"]
+    common = ["--task", args.task, "--steps", str(args.steps),
+              "--train-steps", str(args.train_steps)]
+    for vector in args.vectors:
+        for num_envs in args.num_envs:
+            where = ["--vectors", vector, "--num-envs", str(num_envs)]
+            measured: dict[str, list[float]] = {"ceiling": []}
+            agents = 0
+            for _ in range(args.repeats):  # interleaved, so load hits all kinds alike
+                ceiling = run_fresh(MODULE, ["--kind", "ceiling", *common, *where])
+                measured["ceiling"].append(ceiling["env_steps_per_s"])
+                agents = int(ceiling["agents"])
+                for algo in args.algos:
+                    flags = [*args.overrides, "--kind", "training", "--algos", algo,
+                             *common, *where]  # overrides first: --num-envs takes a list
+                    measured.setdefault(algo, []).append(
+                        run_fresh(MODULE, flags)["env_steps_per_s"])
+            ceiling_summary = summary(measured["ceiling"])
+            for algo in args.algos:
+                training = summary(measured[algo])
+                rows.append({
+                    "algo": algo, "vector": vector, "num_envs": num_envs, "agents": agents,
+                    "ceiling": ceiling_summary, "training": training,
+                    "agent_steps_per_s": training["median"] * agents,
+                    "ratio": training["median"] / ceiling_summary["median"],
+                    "raw": {"ceiling": measured["ceiling"], "training": measured[algo]},
+                })
+                print(f"{algo} {vector} num_envs {num_envs}: ceiling "
+                      f"{ceiling_summary['median']:,.0f}, training {training['median']:,.0f} "
+                      f"env-steps/s ({rows[-1]['ratio']:.0%})", flush=True)
+    table = _table(rows)
+    write_results(args.out, "throughput", rows, table, {"task": args.task})
+    panels: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for row in rows:
+        series = panels.setdefault(f"{args.task} ({row['vector']})", {})
+        series.setdefault("ceiling (random actions)", [])
+        if (row["num_envs"], row["ceiling"]["median"]) not in series["ceiling (random actions)"]:
+            series["ceiling (random actions)"].append((row["num_envs"], row["ceiling"]["median"]))
+        series.setdefault(f"{row['algo']} training", []).append(
+            (row["num_envs"], row["training"]["median"]))
+    plot_vs_agents(args.out / "throughput.png", panels, "env-steps/s", columns=2,
+                   xlabel="num_envs")
+    print(table)
+    print(f"wrote {args.out / 'results.json'}, results.md and throughput.png")
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| algo | vector | num_envs | ceiling env-steps/s (min-max) | training env-steps/s "
+             "(min-max) | training agent-steps/s | ratio |", "|---|---|---|---|---|---|---|"]
     for row in rows:
         c, t = row["ceiling"], row["training"]
-        lines.append(f"| {row['num_envs']} | {c['median']:,.0f} ({c['min']:,.0f}-{c['max']:,.0f})"
-                     f" | {t['median']:,.0f} ({t['min']:,.0f}-{t['max']:,.0f}) "
-                     f"| {row['ratio']:.0%} |")
-    write_results(args.out, "throughput", rows, "\n".join(lines), {"task": args.task})
-    print("\n".join(lines))
-    print(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'}")
+        lines.append(f"| {row['algo']} | {row['vector']} | {row['num_envs']} "
+                     f"| {c['median']:,.0f} ({c['min']:,.0f}-{c['max']:,.0f}) "
+                     f"| {t['median']:,.0f} ({t['min']:,.0f}-{t['max']:,.0f}) "
+                     f"| {row['agent_steps_per_s']:,.0f} | {row['ratio']:.0%} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,9 @@ class GroupObs(NamedTuple):
         obs: ``[E, A_g, *obs_shape]`` float32.
         alive: ``[E, A_g]`` bool, agents that act at this step.
         action_mask: ``[E, A_g, n]`` bool (True = allowed) or None. Slots of agents
-            that are not alive, or that reported no mask, allow every action.
+            that are not alive, or that reported no mask, allow every action; the
+            padding actions of an agent with fewer actions than its group's Discrete
+            (``AgentSlot.num_actions``) are masked while it is alive.
     """
 
     obs: torch.Tensor

@@ -44,6 +44,9 @@ class AgentSlot:
             observations with more than one axis (never padded).
         dict_obs: the observation is a Dict with ``observation`` and ``action_mask``.
         discrete: the action space is ``Discrete`` (actions passed as Python ints).
+        num_actions: for a Discrete agent in a group whose action space was padded to a
+            larger ``Discrete``, the agent's own number of actions (the actions above it
+            are masked out); otherwise None.
     """
 
     group: str
@@ -51,6 +54,7 @@ class AgentSlot:
     obs_size: int | None
     dict_obs: bool
     discrete: bool
+    num_actions: int | None = None
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,12 @@ def _describe_group(
         dict_obs.append(is_dict)
     action_space = _group_action_space(env, name, members)
     obs_shape, obs_mask = _padded_obs(name, members, obs_boxes)
-    has_mask = any(dict_obs) or any(agent in masked_by_info for agent in members)
+    own_actions = _padded_actions(env, members, action_space)
+    has_mask = (
+        any(dict_obs)
+        or any(agent in masked_by_info for agent in members)
+        or any(n is not None for n in own_actions.values())
+    )
     if has_mask and not isinstance(action_space, Discrete):
         raise UnsupportedSpaceError(
             f"group {name!r} has action masks but action space {action_space}; masks are "
@@ -178,6 +187,7 @@ def _describe_group(
             obs_size=box.shape[0] if len(box.shape) == 1 else None,
             dict_obs=is_dict,
             discrete=discrete,
+            num_actions=own_actions[agent],
         )
         for slot, (agent, box, is_dict) in enumerate(zip(members, obs_boxes, dict_obs, strict=True))
     }
@@ -222,6 +232,10 @@ def _group_action_space(env: ParallelEnv, name: str, members: tuple[str, ...]) -
                 "combinations, Tuple/Dict -> one Box)."
             )
     first_agent = members[0]
+    if all(isinstance(space, Discrete) and space.start == 0 for space in spaces.values()):
+        # Agents with fewer actions share the largest Discrete; the actions they do not
+        # have are masked out for them (envs/runner.py), so they are never sampled.
+        return Discrete(max(int(space.n) for space in spaces.values()))
     for agent, space in spaces.items():
         if space != spaces[first_agent]:
             raise GroupingError(
@@ -230,6 +244,19 @@ def _group_action_space(env: ParallelEnv, name: str, members: tuple[str, ...]) -
                 "share the action space; group them differently with groups={...}."
             )
     return spaces[first_agent]
+
+
+def _padded_actions(
+    env: ParallelEnv, members: tuple[str, ...], action_space: gymnasium.Space
+) -> dict[str, int | None]:
+    """Each member's own number of actions where it is below the group's padded Discrete."""
+    own: dict[str, int | None] = {agent: None for agent in members}
+    if isinstance(action_space, Discrete):
+        for agent in members:
+            n = int(env.action_space(agent).n)
+            if n < int(action_space.n):
+                own[agent] = n
+    return own
 
 
 def _padded_obs(

@@ -39,6 +39,7 @@ class _AgentRow:
         "mask",
         "obs",
         "observation_in_dict",
+        "own_actions",
         "reward",
         "slot",
         "terminated",
@@ -55,6 +56,7 @@ class _AgentRow:
         self.obs = group.obs[row, info.slot, features]
         self.final_obs = group.final_obs[row, info.slot, features]
         self.mask = None if group.action_mask is None else group.action_mask[row, info.slot]
+        self.own_actions = info.num_actions
         self.reward = group.reward[row]
         self.terminated = group.terminated[row]
         self.truncated = group.truncated[row]
@@ -74,10 +76,13 @@ class _AgentRow:
     def write_mask(self, observation: Any, info: dict[str, Any] | None) -> None:
         if self.mask is None:
             return
+        own = self.mask if self.own_actions is None else self.mask[: self.own_actions]
         if self.observation_in_dict:
-            self.mask[...] = np.asarray(observation["action_mask"], dtype=bool)
+            own[...] = np.asarray(observation["action_mask"], dtype=bool)
         elif info is not None and "action_mask" in info:
-            self.mask[...] = np.asarray(info["action_mask"], dtype=bool)
+            own[...] = np.asarray(info["action_mask"], dtype=bool)
+        if self.own_actions is not None:
+            self.mask[self.own_actions :] = False  # padding: actions this agent lacks
 
 
 class CopyRunner:

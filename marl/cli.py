@@ -1,4 +1,4 @@
-"""The ``marl`` command: ``marl train``, ``marl eval``, ``marl sweep``, ``marl report``."""
+"""The ``marl`` command: ``marl train | eval | sweep | report | bench``."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Commands:\n  marl train [--config FILE.yaml] [key=value ...]\n"
                "  marl eval RUN_DIR [--episodes N] [--greedy]\n"
                "  marl sweep SWEEP.yaml [--dry-run] [--out RUNS_DIR] [--executor local|ray]\n"
-               "  marl report RUNS_DIR [--out DIR] [--metric episode_return]\n\n"
+               "  marl report RUNS_DIR [--out DIR] [--metric episode_return]\n"
+               "  marl bench NAME [--quick] [--out DIR] [...]    (NAME: "
+               + ", ".join(benchmark_names() or ["none found"]) + ")\n\n"
                "Config keys (for marl train):\n"
                + help_text(),
     )
@@ -60,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default=None, help="cpu or cuda (default: the run's)")
     _add_sweep_parser(commands)
     _add_report_parser(commands)
+    _add_bench_parser(commands)
     return parser
 
 
@@ -120,6 +123,46 @@ def _add_report_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
                         help="'final' is the mean of each run's last N logged values (1)")
 
 
+def _add_bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = commands.add_parser(
+        "bench", help="run a benchmark of benchmarks/ (python -m benchmarks.NAME)",
+        description="Run one benchmark in benchmarks/ of this source checkout; the arguments "
+                    "after NAME go to it (see `marl bench NAME --help`). Each writes "
+                    "results.json, results.md and PNG plots into --out.")
+    bench.add_argument("name", metavar="NAME", help=", ".join(benchmark_names()))
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own arguments")
+
+
+def _source_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def benchmark_names() -> list[str]:
+    """The benchmarks next to this package (a source checkout or an editable install)."""
+    folder = _source_root() / "benchmarks"
+    return sorted(p.stem for p in folder.glob("*.py")
+                  if not p.stem.startswith("_") and p.stem != "common"
+                  and "def main(" in p.read_text())
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    names = benchmark_names()
+    if not names:
+        raise FileNotFoundError(
+            f"no benchmarks/ folder next to the marl package ({_source_root()}); benchmarks "
+            "ship with the source: clone the repository and `pip install -e .` there")
+    if args.name not in names:
+        raise ConfigError(f"unknown benchmark {args.name!r}; available: {', '.join(names)}")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(_source_root()), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", f"benchmarks.{args.name}", *args.args]
+    return subprocess.run(command, env=env, check=False).returncode
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -139,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sweep(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "bench":
+            return _bench(args)
     except (ConfigError, FileNotFoundError) as error:
         print(f"marl {args.command}: error: {error}", file=sys.stderr)
         return 2

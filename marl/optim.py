@@ -15,11 +15,19 @@ optimisers.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from marl.config import OptimConfig
+
+_ADAM_KERNELS: dict[str, dict[str, Any]] = {
+    "fused": {"fused": True},
+    "foreach": {"foreach": True},
+    "loop": {"foreach": False},
+}
+"""``optim.impl`` -> keyword arguments of ``torch.optim.Adam`` (same update, other kernels)."""
 
 
 class CommonOptimizer:
@@ -35,12 +43,16 @@ class CommonOptimizer:
         self.modules = dict(modules)
         self.params = {name: [p for p in m.parameters() if p.requires_grad]
                        for name, m in self.modules.items()}
+        if config.impl not in _ADAM_KERNELS:
+            raise ValueError(f"optim.impl: expected one of {', '.join(_ADAM_KERNELS)}, got "
+                             f"{config.impl!r}")
+        kernels = _ADAM_KERNELS[config.impl]
         if config.mode == "common":
             groups = [{"params": params, "name": name} for name, params in self.params.items()]
-            self.optimizers = [torch.optim.Adam(groups, lr=config.lr, eps=config.eps)]
+            self.optimizers = [torch.optim.Adam(groups, lr=config.lr, eps=config.eps, **kernels)]
         elif config.mode == "per_agent":
             self.optimizers = [
-                torch.optim.Adam(params, lr=config.lr, eps=config.eps)
+                torch.optim.Adam(params, lr=config.lr, eps=config.eps, **kernels)
                 for params in _per_agent_parameters(self.modules)
             ]
         else:

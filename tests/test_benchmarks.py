@@ -6,6 +6,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+_SCRIPT = Path(sys.executable).with_name("marl")
+MARL = str(_SCRIPT) if _SCRIPT.exists() else "marl"
+"""The installed ``marl`` command of this interpreter's environment."""
 
 
 def test_throughput_quick_writes_results(tmp_path: Path) -> None:
@@ -14,11 +17,16 @@ def test_throughput_quick_writes_results(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["benchmark"] == "throughput"
     assert {"torch", "cpu_count", "python"} <= set(results["machine"])
-    row = results["rows"][0]
-    assert {"num_envs", "ceiling", "training", "ratio", "raw"} <= set(row)
-    assert row["ceiling"]["min"] <= row["ceiling"]["median"] <= row["ceiling"]["max"]
-    assert row["training"]["median"] > 0
-    assert "| num_envs |" in (tmp_path / "results.md").read_text()
+    rows = results["rows"]
+    assert {row["vector"] for row in rows} == {"sync", "subprocess"}
+    for row in rows:
+        assert {"algo", "num_envs", "ceiling", "training", "ratio", "raw"} <= set(row)
+        assert row["ceiling"]["min"] <= row["ceiling"]["median"] <= row["ceiling"]["max"]
+        assert row["training"]["median"] > 0
+        assert row["agent_steps_per_s"] == row["training"]["median"] * row["agents"]
+        assert row["agents"] == 3  # simple_spread_v3
+    assert "| algo | vector | num_envs |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "throughput.png").stat().st_size > 0
 
 
 def _run_quick(module: str, out: Path) -> dict:
@@ -80,3 +88,29 @@ def test_scaling_quick_writes_results(tmp_path: Path) -> None:
         assert row["peak_rss_mib"] >= row["rss_before_learner_mib"] > 0
         assert row["env_steps_per_iteration"] == results["num_envs"] * results["num_steps"]
     assert "| N | kind | rollout ms |" in (tmp_path / "results.md").read_text()
+
+
+def test_sharing_quick_through_marl_bench_writes_results(tmp_path: Path) -> None:
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    subprocess.run([MARL, "bench", "sharing", "--quick", "--out", str(out), "--runs", str(runs)],
+                   cwd=REPO, check=True, capture_output=True, text=True)
+    results = json.loads((out / "results.json").read_text())
+    assert results["benchmark"] == "sharing"
+    rows = results["rows"]
+    # 3 settings (shared with and without IDs, independent) x 2 seeds, each its own run.
+    assert len(rows) == 6 and len({row["setting"] for row in rows}) == 3
+    assert {row["seed"] for row in rows} == {1, 2}
+    for row in rows:
+        assert row["best_return"] >= row["final_return"] - 1e-9  # max >= mean of the last 3
+        assert row["env_steps"] >= 512 and row["wall_time_s"] > 0
+    for name in ("report.md", "marl_eval.json", "curves_episode_return_env_steps.png",
+                 "curves_episode_return_wall_time.png"):
+        assert (out / "quick" / name).stat().st_size > 0, name
+    assert "| group | seeds |" in (out / "results.md").read_text()
+
+
+def test_marl_bench_names_the_benchmarks_on_a_typo() -> None:
+    result = subprocess.run([MARL, "bench", "sharng"], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 2
+    assert "unknown benchmark 'sharng'" in result.stderr and "sharing" in result.stderr

@@ -50,6 +50,24 @@ def test_common_step_equals_per_agent_steps_without_coupling_clip() -> None:
     assert moved
 
 
+@pytest.mark.parametrize("impl", ["foreach", "loop"])
+def test_adam_kernels_give_the_fused_update(impl: str) -> None:
+    fused, other = _groups("batched"), _groups("batched")
+    _train(fused, OptimConfig(lr=0.01, max_grad_norm=0.5, impl="fused"))
+    _train(other, OptimConfig(lr=0.01, max_grad_norm=0.5, impl=impl))
+    for name in fused:
+        for p, q in zip(fused[name].parameters(), other[name].parameters(), strict=True):
+            torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-6)
+    assert not all(torch.equal(p, q) for p, q in zip(fused["a"].parameters(),
+                                                     _groups("batched")["a"].parameters(),
+                                                     strict=True))
+
+
+def test_unknown_adam_kernel_names_the_choices() -> None:
+    with pytest.raises(ValueError, match="optim.impl: expected one of fused, foreach, loop"):
+        CommonOptimizer(_groups("batched"), OptimConfig(impl="fast"))
+
+
 def test_stacked_common_step_equals_loop_per_agent_steps() -> None:
     batched, loop = _groups("batched"), _groups("loop")
     _train(batched, OptimConfig(lr=0.01, max_grad_norm=None))

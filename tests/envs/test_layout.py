@@ -9,6 +9,7 @@ import torch
 from gymnasium import spaces
 from hand_stepping import HandStepped, draw_actions
 from marl_envs import GroupingError, SyncVectorEnv, UnsupportedSpaceError, default_groups
+from marl_envs.layout import describe_env
 from tiny_parallel_envs import SpacesEnv, box, hetero_env, multidiscrete_env
 
 
@@ -71,14 +72,34 @@ def test_bad_groupings_name_the_problem(groups: dict, message: str) -> None:
         marl_envs.make("mpe2/simple_spread_v3", groups=groups)
 
 
-def test_group_with_different_action_spaces_names_agents_and_spaces() -> None:
-    groups = {"all": ["speaker_0", "listener_0"]}
+def test_discrete_agents_with_fewer_actions_are_padded_and_masked() -> None:
+    groups = {"team": ["speaker_0", "listener_0"]}
+    env = marl_envs.make("mpe2/simple_speaker_listener_v4", num_envs=3, groups=groups)
+    team = env.groups["team"]
+    assert team.action_space == spaces.Discrete(5) and team.has_action_mask
+    out = env.reset(seed=0).groups["team"]
+    assert out.action_mask is not None
+    assert out.action_mask[:, 0].tolist() == [[True, True, True, False, False]] * 3
+    assert out.action_mask[:, 1].all()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(30):  # across an episode end (25 steps): masks survive auto-reset
+        actions = marl_envs.random_actions(env.groups, {"team": out}, generator)
+        assert (actions["team"][:, 0] < 3).all()
+        out = env.step(actions).groups["team"].next
+        assert out.action_mask is not None
+        assert not out.action_mask[:, 0, 3:].any() and out.action_mask[:, 0, :3].all()
+    env.close()
+
+
+def test_group_mixing_discrete_and_box_actions_names_agents_and_spaces() -> None:
+    env = SpacesEnv(
+        observation_spaces={"arm_0": box(3), "arm_1": box(3)},
+        action_spaces={"arm_0": spaces.Discrete(3), "arm_1": box(2)},
+    )
     with pytest.raises(GroupingError) as caught:
-        marl_envs.make("mpe2/simple_speaker_listener_v4", groups=groups)
+        describe_env(env, {"arms": ["arm_0", "arm_1"]})
     message = str(caught.value)
-    assert "'speaker_0' has Discrete(3)" in message
-    assert "'listener_0' has Discrete(5)" in message
-    assert "groups=" in message
+    assert "'arm_0' has Discrete(3)" in message and "'arm_1' has Box" in message
 
 
 def test_shorter_observations_are_zero_padded_and_masked() -> None:

@@ -1,0 +1,109 @@
+"""Shared against independent parameters: learning curves over seeds, on several tasks.
+
+    python -m benchmarks.sharing [--quick] [--out DIR] [--runs DIR] [--workers N]
+                                 [--sweeps FILE ...] [--allow-dirty]
+
+Each sweep file (default: ``benchmarks/sweeps/sharing_*.yaml``, one per task) is run with
+``marl sweep`` into ``RUNS/<name>`` (runs already finished are skipped, so an interrupted
+benchmark resumes), then reported with ``marl report``: per task a table of final and best
+return per setting (mean and IQM with 95% stratified bootstrap CIs over seeds) and curves
+against env steps and against wall-clock seconds. ``results.json`` keeps every run's
+final return, best return, env steps and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.common import write_results
+
+SWEEPS = Path(__file__).resolve().parent / "sweeps"
+FINAL_POINTS = 3
+"""The final return of a run is the mean of its last three logged values (less noise)."""
+
+QUICK_SWEEP = [
+    {"hpset": "ippo_tiny", "groups.sharing": "shared", "groups.agent_id": [True, False],
+     "train.total_env_steps": 512, "train.log_every": 128, "repeat": 2},
+    {"hpset": "ippo_tiny", "groups.sharing": "independent", "groups.agent_id": False,
+     "train.total_env_steps": 512, "train.log_every": 128, "repeat": 2},
+]
+"""A tiny sweep on the toy cooperative task, for tests: 3 settings x 2 seeds."""
+
+
+def run_sweep(sweep: Path, runs: Path, workers: int | None, allow_dirty: bool) -> None:
+    command = [sys.executable, "-m", "marl.cli", "sweep", str(sweep), "--out", str(runs)]
+    command += ["--workers", str(workers)] if workers else []
+    command += ["--allow-dirty"] if allow_dirty else []
+    print("$", " ".join(command[1:]), flush=True)
+    result = subprocess.run(command, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"sweep {sweep} ended with exit code {result.returncode}; its failed "
+                         f"runs are listed in {runs}/jobs (launch again to retry them)")
+
+
+def task_rows(runs: Path, task: str) -> list[dict[str, Any]]:
+    """One row per run: its setting, seed, final and best return, env steps, wall time."""
+    from marl.experiments.report import find_runs
+
+    rows = []
+    for run in find_runs(runs):
+        steps, returns = run.series("episode_return", "env_steps")
+        _, wall = run.series("wall_time", "env_steps")
+        if returns.size == 0:
+            continue
+        rows.append({"task": task, "setting": run.group, "seed": run.seed,
+                     "final_return": float(returns[-FINAL_POINTS:].mean()),
+                     "best_return": float(returns.max()), "env_steps": int(steps[-1]),
+                     "wall_time_s": float(wall[-1]) if wall.size else None,
+                     "run_dir": str(run.path)})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sweeps", type=Path, nargs="+",
+                        default=sorted(SWEEPS.glob("sharing_*.yaml")))
+    parser.add_argument("--runs", type=Path, default=Path("runs/bench-sharing"),
+                        help="where the sweeps' runs go (resumable)")
+    parser.add_argument("--workers", type=int, default=None, help="parallel runs")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="run from a working tree with uncommitted changes")
+    parser.add_argument("--quick", action="store_true", help="a tiny sweep, for tests")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sharing"))
+    args = parser.parse_args()
+
+    from marl.experiments.report import write_report
+
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.quick:
+            quick = Path(scratch) / "sharing_quick.yaml"
+            quick.write_text(yaml.safe_dump(QUICK_SWEEP, sort_keys=False))
+            args.sweeps, args.allow_dirty = [quick], True
+        rows: list[dict[str, Any]] = []
+        sections = []
+        for sweep in args.sweeps:
+            name = sweep.stem.removeprefix("sharing_")
+            runs = args.runs / name
+            run_sweep(sweep, runs, args.workers, args.allow_dirty)
+            table = write_report(runs, args.out / name, final_points=FINAL_POINTS)
+            rows += task_rows(runs, name)
+            curves = f"{name}/curves_episode_return"
+            sections.append(f"### {name}\n\n{table}\n\n"
+                            f"![return vs env steps]({curves}_env_steps.png)\n"
+                            f"![return vs wall-clock]({curves}_wall_time.png)")
+    text = "\n\n".join(sections)
+    write_results(args.out, "sharing", rows, text,
+                  {"final_points": FINAL_POINTS, "sweeps": [str(s) for s in args.sweeps]})
+    print(text)
+    print(f"wrote {args.out / 'results.json'}, results.md and per-task reports")
+
+
+if __name__ == "__main__":
+    main()
