@@ -115,4 +115,3 @@ def test_state_round_trip() -> None:
     with pytest.raises(ValueError, match=r"optim.mode or the agent groups differ"):
         CommonOptimizer(_groups("loop"), OptimConfig(mode="per_agent")).load_state_dict(
             optimizer.state_dict())
-
