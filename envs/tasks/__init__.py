@@ -5,6 +5,7 @@ Registered in :data:`marl_envs.registry.TOY_TASKS` as ``toy/<name>``.
 
 from marl_envs.tasks.coop_match import CoopMatchEnv
 from marl_envs.tasks.endless import EndlessEnv
+from marl_envs.tasks.grid_nav import GridNavEnv
 from marl_envs.tasks.leave_early import LeaveEarlyEnv
 
-__all__ = ["CoopMatchEnv", "EndlessEnv", "LeaveEarlyEnv"]
+__all__ = ["CoopMatchEnv", "EndlessEnv", "GridNavEnv", "LeaveEarlyEnv"]
