@@ -163,6 +163,11 @@ class GridNavEnv(ParallelEnv):
     def render(self) -> None:
         return None
 
+    def observe(self, agent: str) -> np.ndarray:
+        """``agent``'s observation of the current grid (what the next step would show if
+        nothing moved)."""
+        return self._observations([agent])[agent]
+
     def _move(self, action: np.ndarray) -> None:
         """Apply ``action: [N]`` to the agents on the grid (simultaneous, collisions fail)."""
         if self.frame == "world":
