@@ -80,3 +80,22 @@ def test_scaling_quick_writes_results(tmp_path: Path) -> None:
         assert row["peak_rss_mib"] >= row["rss_before_learner_mib"] > 0
         assert row["env_steps_per_iteration"] == results["num_envs"] * results["num_steps"]
     assert "| N | kind | rollout ms |" in (tmp_path / "results.md").read_text()
+
+
+def test_frames_quick_writes_results(tmp_path: Path) -> None:
+    results = _run_quick("frames", tmp_path)
+    assert results["frames"] == ["world", "agent"]
+    rows = results["rows"]
+    assert sorted((row["frame"], row["seed"]) for row in rows) == [
+        ("agent", 1), ("agent", 2), ("world", 1), ("world", 2)]
+    for row in rows:
+        assert len(row["env_steps"]) == len(row["returns"]) >= 1
+        assert row["total_env_steps"] >= results["env_steps_per_run"]
+    for frame in ("world", "agent"):
+        for score in ("final", "mean_over_training"):
+            entry = results["summary"][frame][score]
+            assert entry["seeds"] == 2 and len(entry["per_seed"]) == 2
+            for statistic in ("mean", "iqm"):
+                low, high = entry[statistic]["ci95"]
+                assert low <= entry[statistic]["value"] <= high
+    assert "| frame | seeds | final: mean [95% CI] |" in (tmp_path / "results.md").read_text()
