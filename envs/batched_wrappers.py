@@ -168,7 +168,7 @@ class FrameStack(BatchedWrapper):
     it enters a running episode) every frame of its stack is its first observation.
     ``final_obs`` stacks the frames of the episode that ended, so a truncated step
     bootstraps from the stack the agent would have seen next; agents that are not alive
-    observe zeros.
+    observe zeros. The global state is passed through unstacked.
 
     Args:
         env: the batched env.

@@ -33,6 +33,16 @@ def test_time_limit_never_turns_a_termination_into_a_truncation() -> None:
     assert rewards == {"agent_1": 2.0, "agent_2": 0.1}
 
 
+def test_time_limit_truncates_an_agent_that_entered_in_the_last_step() -> None:
+    env = TimeLimit(LeaveEarlyEnv(num_agents=3, late_agent=True), max_episode_steps=2)
+    env.reset(seed=0)
+    env.step(dict.fromkeys(env.agents, 0))
+    _, rewards, terminations, truncations, _ = env.step(dict.fromkeys(env.agents, 0))
+    assert truncations == {"agent_1": False, "agent_2": True, "late_0": True}
+    assert terminations == {"agent_1": True, "agent_2": False, "late_0": False}
+    assert rewards["late_0"] == 0.0 and env.agents == []
+
+
 def test_time_limit_does_not_edit_the_wrapped_envs_dicts() -> None:
     inner = EndlessEnv(max_steps=100)
     env = TimeLimit(inner, max_episode_steps=1)
