@@ -66,6 +66,31 @@ def _worker(args: argparse.Namespace) -> None:
     }))
 
 
+def best_possible_return(frame: str, episodes: int) -> float:
+    """Mean per-agent return if every agent took a shortest path, other agents ignored.
+
+    No policy does better: other agents can only block. A path is the Manhattan distance
+    ``d`` to the goal; in the agent frame add one turn unless the goal lies on the
+    agent's heading axis (forward or backward). Arriving pays ``goal_reward``, every
+    step before it costs ``step_cost``. Averaged over the resets of ``episodes`` seeds.
+    """
+    from marl_envs.tasks import GridNavEnv
+    from marl_envs.tasks.grid_nav import HEADINGS
+
+    env = GridNavEnv(frame=frame, **TASK_KWARGS)
+    returns = []
+    for episode in range(episodes):
+        env.reset(seed=episode)
+        offset = env.goal - env.position  # [N, 2]
+        steps = np.abs(offset).sum(-1)
+        if frame == "agent":
+            axis = np.abs(HEADINGS[env.heading])  # [N, 2], 1 on the heading's axis
+            on_axis = (offset * (1 - axis) == 0).all(-1)
+            steps = steps + ~on_axis
+        returns.append(np.mean(env.goal_reward - env.step_cost * (steps - 1)))
+    return float(np.mean(returns))
+
+
 def _scores(rows: list[dict[str, Any]], frame: str) -> dict[str, np.ndarray]:
     runs = [row for row in rows if row["frame"] == frame]
     return {"final": np.array([np.mean(r["returns"][-FINAL_POINTS:]) for r in runs]),
@@ -88,7 +113,8 @@ def _aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def _table(summary: dict[str, Any], args: argparse.Namespace, wall: float) -> str:
+def _table(summary: dict[str, Any], best: dict[str, float], args: argparse.Namespace,
+           wall: float) -> str:
     def cell(entry: dict[str, Any]) -> str:
         low, high = entry["ci95"]
         return f"{entry['value']:.3f} [{low:.3f}, {high:.3f}]"
@@ -97,15 +123,19 @@ def _table(summary: dict[str, Any], args: argparse.Namespace, wall: float) -> st
              f"{args.num_envs}, {args.steps:,} env steps per run, {args.seeds} seeds per frame; "
              f"episode return per agent; {wall / 60:.1f} min of runs in all.", "",
              "| frame | seeds | final: mean [95% CI] | final: IQM [95% CI] | "
-             "mean over training: mean [95% CI] | mean over training: IQM [95% CI] |",
-             "|---|---|---|---|---|---|"]
+             "mean over training: mean [95% CI] | mean over training: IQM [95% CI] | "
+             "best possible |",
+             "|---|---|---|---|---|---|---|"]
     for frame in FRAMES:
         final, area = summary[frame]["final"], summary[frame]["mean_over_training"]
         lines.append(f"| {frame} | {final['seeds']} | {cell(final['mean'])} | "
-                     f"{cell(final['iqm'])} | {cell(area['mean'])} | {cell(area['iqm'])} |")
+                     f"{cell(final['iqm'])} | {cell(area['mean'])} | {cell(area['iqm'])} | "
+                     f"{best[frame]:.3f} |")
     lines += ["", f"Final: mean of the last {FINAL_POINTS} logged returns of a run. Mean over "
               "training: mean of every logged return (area under the curve). IQM: mean of "
-              "the middle 50% of seeds. CIs: 95% bootstrap over seeds."]
+              "the middle 50% of seeds. CIs: 95% bootstrap over seeds. Best possible: every "
+              "agent on a shortest path with the others ignored (an upper bound), over the "
+              f"first {args.episodes} resets; the agent frame pays a step for most turns."]
     return "\n".join(lines)
 
 
@@ -115,6 +145,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=80_000, help="env steps per run")
     parser.add_argument("--log-every", type=int, default=1_600, help="env steps between points")
     parser.add_argument("--num-envs", type=int, default=16, help="env.num_envs")
+    parser.add_argument("--episodes", type=int, default=1_000,
+                        help="resets averaged for the best possible return")
     parser.add_argument("--quick", action="store_true", help="2 seeds, 400 steps, for tests")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/frames"))
     parser.add_argument("--runs", type=Path, default=None,
@@ -129,17 +161,20 @@ def main() -> None:
         return
     if args.quick:
         args.seeds, args.steps, args.log_every, args.num_envs = 2, 400, 200, 4
+        args.episodes = 20
     with tempfile.TemporaryDirectory() as scratch:
         runs = args.runs or Path(scratch)
         rows = _train_all(args, runs)
         wall = sum(row["wall_s"] for row in rows)
         summary = _aggregate(rows)
-        table = _table(summary, args, wall)
+        best = {frame: best_possible_return(frame, args.episodes) for frame in FRAMES}
+        table = _table(summary, best, args, wall)
         write_results(args.out, "frames", rows, table, {
             "task": TASK, "task_kwargs": TASK_KWARGS, "frames": list(FRAMES),
             "seeds": args.seeds, "env_steps_per_run": args.steps, "num_envs": args.num_envs,
             "log_every": args.log_every, "metric": f"{METRIC} (per agent)",
-            "threads": rows[0]["threads"], "summary": summary})
+            "threads": rows[0]["threads"], "summary": summary,
+            "best_possible": {"episodes": args.episodes, **best}})
         _plot(runs, args.out / "frames.png")
     print(table)
     print(f"wrote {args.out / 'results.json'}, results.md and frames.png")

@@ -98,4 +98,6 @@ def test_frames_quick_writes_results(tmp_path: Path) -> None:
             for statistic in ("mean", "iqm"):
                 low, high = entry[statistic]["ci95"]
                 assert low <= entry[statistic]["value"] <= high
+    # An upper bound on the return: shortest paths cost at least nothing and pay at most 1.
+    assert 0 < results["best_possible"]["agent"] <= results["best_possible"]["world"] <= 1
     assert "| frame | seeds | final: mean [95% CI] |" in (tmp_path / "results.md").read_text()
