@@ -178,16 +178,15 @@ def test_agent_centric_on_mpe_simple_spread_rotates_into_the_direction_of_motion
     assert torch.equal(after[..., 14:], before[..., 14:])  # communication unchanged
 
 
-def test_agent_centric_wrapper_transforms_final_obs_too() -> None:
-    spec = FrameSpec(position=0, points=(0,))  # a point at the agent itself -> zeros
-    with pytest.raises(ValueError, match="overlap"):
-        FrameSpec(points=(0, 1), position=4)
+def test_agent_centric_wrapper_transforms_obs_and_final_obs() -> None:
+    # Features [code, code + 0.1, code + 0.2, code + 0.3]: the point at 2 is (0.2, 0.2) away.
     env = AgentCentric(ScriptedBatchedEnv(lengths=[1], obs_shape=(4,)),
                        FrameSpec(position=0, points=(2,)))
-    env.reset()
+    first = env.reset().groups["agent"].obs
     final = env.step(_act(env)).groups["agent"].final_obs
-    assert torch.allclose(final[..., 2:4], torch.full_like(final[..., 2:4], 0.2), atol=1e-3)
-    assert spec.apply(torch.ones(3, 2)).abs().sum() == 0
+    for t, obs in enumerate((first, final)):
+        assert torch.allclose(obs[..., 2:4], torch.full_like(obs[..., 2:4], 0.2), atol=1e-3)
+        assert obs[0, :, 0].tolist() == [code(0, 0, 0, t), code(0, 1, 0, t)]  # own position
 
 
 @pytest.mark.parametrize(
@@ -199,6 +198,7 @@ def test_agent_centric_wrapper_transforms_final_obs_too() -> None:
         ({"vectors": [0], "heading_angle": 2, "heading_vector": 0}, "give the heading once"),
         ({"vectors": 3}, "must be a list of start indices"),
         ({"vectors": [-1]}, "non-negative int"),
+        ({"position": 4, "points": [0, 1]}, "overlap"),
     ],
 )
 def test_frame_spec_rejects_bad_specs(values: dict[str, object], message: str) -> None:
