@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=16, help="env.num_envs")
     parser.add_argument("--episodes", type=int, default=1_000,
                         help="resets averaged for the best possible return")
-    parser.add_argument("--quick", action="store_true", help="2 seeds, 400 steps, for tests")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 400 steps, for tests")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/frames"))
     parser.add_argument("--runs", type=Path, default=None,
                         help="keep the run directories here (default: a temporary folder)")
@@ -160,7 +160,7 @@ def main() -> None:
         _worker(args)
         return
     if args.quick:
-        args.seeds, args.steps, args.log_every, args.num_envs = 2, 400, 200, 4
+        args.seeds, args.steps, args.log_every, args.num_envs = 1, 400, 200, 4
         args.episodes = 20
     with tempfile.TemporaryDirectory() as scratch:
         runs = args.runs or Path(scratch)
