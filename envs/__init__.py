@@ -12,6 +12,14 @@ See :mod:`marl_envs.core` for the protocol and tensor shapes, :mod:`marl_envs.re
 for task ids.
 """
 
+from marl_envs.batched_wrappers import (
+    AgentCentric,
+    BatchedWrapper,
+    FrameStack,
+    ObservationWrapper,
+    PixelNorm,
+    wrap,
+)
 from marl_envs.core import (
     BatchedEnv,
     BatchedReset,
@@ -31,6 +39,7 @@ from marl_envs.errors import (
     WorkerError,
 )
 from marl_envs.families import FAMILIES
+from marl_envs.frames import FrameSpec
 from marl_envs.layout import default_groups
 from marl_envs.registry import (
     TaskFactory,
@@ -42,20 +51,27 @@ from marl_envs.registry import (
 from marl_envs.sampling import random_actions
 from marl_envs.subproc import SubprocVectorEnv
 from marl_envs.vector import SyncVectorEnv
-from marl_envs.wrappers import TimeLimit
+from marl_envs.wrappers import ActionRepeat, TimeLimit
 
 __all__ = [
     "FAMILIES",
     "ActionError",
+    "ActionRepeat",
+    "AgentCentric",
     "BatchedEnv",
     "BatchedReset",
     "BatchedStep",
+    "BatchedWrapper",
+    "FrameSpec",
+    "FrameStack",
     "GroupObs",
     "GroupSpec",
     "GroupStep",
     "GroupingError",
     "MissingDependencyError",
     "NotParallelizableError",
+    "ObservationWrapper",
+    "PixelNorm",
     "SubprocVectorEnv",
     "SyncVectorEnv",
     "TaskFactory",
@@ -70,4 +86,5 @@ __all__ = [
     "make",
     "make_parallel_env",
     "random_actions",
+    "wrap",
 ]

@@ -22,7 +22,14 @@ from typing import Any
 
 import pettingzoo
 from marl_envs.errors import MissingDependencyError, NotParallelizableError, UnknownTaskError
-from marl_envs.tasks import CoopMatchEnv, EndlessEnv, LeaveEarlyEnv, MatrixGameEnv, ReachEnv
+from marl_envs.tasks import (
+    CoopMatchEnv,
+    EndlessEnv,
+    GridNavEnv,
+    LeaveEarlyEnv,
+    MatrixGameEnv,
+    ReachEnv,
+)
 from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils.conversions import aec_to_parallel
 
@@ -136,6 +143,7 @@ TOY_TASKS: dict[str, Callable[..., ParallelEnv]] = {
     "endless": EndlessEnv,
     "coop_match": CoopMatchEnv,
     "leave_early": LeaveEarlyEnv,
+    "grid_nav": GridNavEnv,
     "matrix_game": MatrixGameEnv,
     "reach": ReachEnv,
 }

@@ -30,7 +30,7 @@ from marl_envs.errors import (
 from marl_envs.families import FAMILIES, Constructor, Family
 from marl_envs.subproc import SubprocVectorEnv
 from marl_envs.vector import SyncVectorEnv
-from marl_envs.wrappers import TimeLimit
+from marl_envs.wrappers import ActionRepeat, TimeLimit
 from pettingzoo import AECEnv, ParallelEnv
 
 VECTOR_BACKENDS = ("sync", "subprocess")
@@ -43,9 +43,11 @@ class TaskFactory:
     task: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     max_episode_steps: int | None = None
+    action_repeat: int = 1
 
     def __call__(self) -> ParallelEnv:
-        return make_parallel_env(self.task, self.kwargs, self.max_episode_steps)
+        return make_parallel_env(self.task, self.kwargs, self.max_episode_steps,
+                                 self.action_repeat)
 
 
 def make(
@@ -57,6 +59,7 @@ def make(
     groups: Mapping[str, Sequence[str]] | None = None,
     max_episode_steps: int | None = None,
     include_state: bool = True,
+    action_repeat: int = 1,
 ) -> BatchedEnv:
     """A batched env of ``num_envs`` copies of ``task``.
 
@@ -70,6 +73,8 @@ def make(
         max_episode_steps: truncate episodes after this many steps (:class:`TimeLimit`).
         include_state: return ``env.state()`` as ``state``/``final_state`` when the task
             has it.
+        action_repeat: repeat each decision for up to this many env steps
+            (:class:`ActionRepeat`; 1 = off). The time limit counts env steps.
 
     Raises:
         UnknownTaskError, MissingDependencyError, TaskKwargsError,
@@ -79,7 +84,7 @@ def make(
         raise ValueError(f"vector must be one of {VECTOR_BACKENDS}, got {vector!r}.")
     if vector == "sync" and num_workers is not None:
         raise ValueError("num_workers applies to vector='subprocess' only; drop it or switch.")
-    factory = TaskFactory(task, dict(kwargs or {}), max_episode_steps)
+    factory = TaskFactory(task, dict(kwargs or {}), max_episode_steps, action_repeat)
     if vector == "sync":
         return SyncVectorEnv(factory, num_envs, groups=groups, include_state=include_state)
     return SubprocVectorEnv(
@@ -88,9 +93,13 @@ def make(
 
 
 def make_parallel_env(
-    task: str, kwargs: Mapping[str, Any] | None = None, max_episode_steps: int | None = None
+    task: str,
+    kwargs: Mapping[str, Any] | None = None,
+    max_episode_steps: int | None = None,
+    action_repeat: int = 1,
 ) -> ParallelEnv:
-    """One PettingZoo ParallelEnv of ``task`` (unbatched), optionally time-limited."""
+    """One PettingZoo ParallelEnv of ``task`` (unbatched), optionally time-limited, then
+    with repeated actions (``action_repeat > 1``)."""
     kwargs = dict(kwargs or {})
     constructor, signature_source = _resolve(task)
     _check_kwargs(task, signature_source, kwargs)
@@ -103,7 +112,9 @@ def make_parallel_env(
             raise TaskKwargsError(f"task {task!r} rejected its kwargs {kwargs}: {error}") from error
         raise
     _check_is_parallel_env(task, env)
-    return env if max_episode_steps is None else TimeLimit(env, max_episode_steps)
+    if max_episode_steps is not None:
+        env = TimeLimit(env, max_episode_steps)
+    return env if action_repeat == 1 else ActionRepeat(env, action_repeat)
 
 
 def list_families(installed_only: bool = False) -> list[str]:

@@ -67,3 +67,57 @@ class TimeLimit(BaseParallelWrapper):
 
     def __str__(self) -> str:
         return f"TimeLimit<{self.env}, {self.max_episode_steps}>"
+
+
+class ActionRepeat(BaseParallelWrapper):
+    """Repeat each decision for up to ``num_repeats`` steps of the wrapped env.
+
+    One call of :meth:`step` steps the wrapped env with the same actions until
+    ``num_repeats`` steps have passed or an agent terminated, was truncated or entered the
+    episode (so every such event is seen at a decision, with the observation it came
+    with). Each agent's rewards over the repeated steps are summed; observations and infos
+    are those of the last step in which the agent took part. A time limit on the wrapped
+    env (:class:`TimeLimit`) therefore counts env steps, not decisions.
+    """
+
+    def __init__(self, env: ParallelEnv, num_repeats: int) -> None:
+        if isinstance(num_repeats, bool) or not isinstance(num_repeats, int) or num_repeats < 1:
+            raise ValueError(
+                f"action_repeat must be a positive int (1 = every step is a decision), got "
+                f"{num_repeats!r}."
+            )
+        super().__init__(env)
+        self.num_repeats = num_repeats
+
+    def step(
+        self, actions: dict[Any, Any]
+    ) -> tuple[
+        dict[Any, Any],
+        dict[Any, float],
+        dict[Any, bool],
+        dict[Any, bool],
+        dict[Any, dict[str, Any]],
+    ]:
+        acting = set(self.env.agents)
+        observations: dict[Any, Any] = {}
+        rewards: dict[Any, float] = {}
+        terminations: dict[Any, bool] = {}
+        truncations: dict[Any, bool] = {}
+        infos: dict[Any, dict[str, Any]] = {}
+        for _ in range(self.num_repeats):
+            present = {agent: actions[agent] for agent in self.env.agents if agent in actions}
+            step_obs, step_rewards, step_terms, step_truncs, step_infos = self.env.step(present)
+            observations.update(step_obs)
+            infos.update(step_infos)
+            for agent, reward in step_rewards.items():
+                rewards[agent] = rewards.get(agent, 0.0) + float(reward)
+            terminations.update(step_terms)
+            truncations.update(step_truncs)
+            ended = any(step_terms.values()) or any(step_truncs.values())
+            entered = not set(self.env.agents) <= acting
+            if ended or entered or not self.env.agents:
+                break
+        return observations, rewards, terminations, truncations, infos
+
+    def __str__(self) -> str:
+        return f"ActionRepeat<{self.env}, {self.num_repeats}>"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from marl_envs.frames import FrameSpec
 
 
 class ConfigError(ValueError):
@@ -46,8 +47,46 @@ class EnvConfig:
         "explicit agent groups {group: [agent, ...]}; default groups by name prefix", default=None
     )
     max_episode_steps: int | None = _help(
-        "time limit applied on top of the task's own (truncation)", default=None
+        "time limit applied on top of the task's own (truncation); counts env steps, also "
+        "with action_repeat", default=None
     )
+    action_repeat: int = _help(
+        "repeat each decision for up to this many env steps, summing the rewards; stops early "
+        "when an agent terminates, is truncated or enters (1 = off)", default=1
+    )
+    frame_stack: int = _help(
+        "observe the last k observations of each agent, concatenated on the last axis and "
+        "restarted at every episode start (1 = off)", default=1
+    )
+    pixel_norm: bool = _help(
+        "scale image observations (groups with [height, width, channels] observations) from "
+        "0..255 to [0, 1]", default=False
+    )
+    pixel_channels: list[int] | None = _help(
+        "with pixel_norm: the channels (last axis) that hold pixels; default every channel",
+        default=None
+    )
+    agent_centric: dict[str, Any] | None = _help(
+        "agent-centric observations: where the own position, other entities' world positions "
+        "and 2-D vectors sit in each flat observation, and optionally the heading to rotate "
+        "into, e.g. {position: 2, points: [4, 6], vectors: [0], heading_vector: 0}; an optional "
+        "groups: [...] limits it to some groups (marl_envs.frames.FrameSpec)", default=None
+    )
+
+    def __post_init__(self) -> None:
+        for key in ("action_repeat", "frame_stack"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"env.{key}: expected a positive int (1 = off), got {value!r}")
+        if self.pixel_channels is not None and not self.pixel_norm:
+            raise ConfigError(f"env.pixel_channels={self.pixel_channels} has no effect while "
+                              "env.pixel_norm is false; set env.pixel_norm=true or drop it")
+        if self.agent_centric is not None:
+            spec = {k: v for k, v in self.agent_centric.items() if k != "groups"}
+            try:
+                FrameSpec.from_mapping(spec)
+            except ValueError as error:
+                raise ConfigError(f"env.agent_centric: {error}") from error
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 from marl_envs import make as make_env
+from marl_envs import wrap as wrap_env
 from marl_envs.core import BatchedEnv
 
 from marl import checkpoint
@@ -122,10 +123,16 @@ def make_algorithm(env: BatchedEnv, config: Config, device: torch.device) -> Alg
 def build_env(config: Config, device: torch.device) -> BatchedEnv:
     """The batched env described by ``config.env``."""
     cfg = config.env
-    return make_env(cfg.task, num_envs=cfg.num_envs, kwargs=dict(cfg.kwargs), vector=cfg.vector,
-                    num_workers=cfg.num_workers, groups=cfg.groups,
-                    max_episode_steps=cfg.max_episode_steps,
-                    include_state=config.algo.name in _STATE_ALGOS)
+    env = make_env(cfg.task, num_envs=cfg.num_envs, kwargs=dict(cfg.kwargs), vector=cfg.vector,
+                   num_workers=cfg.num_workers, groups=cfg.groups,
+                   max_episode_steps=cfg.max_episode_steps,
+                   include_state=config.algo.name in _STATE_ALGOS, action_repeat=cfg.action_repeat)
+    try:
+        return wrap_env(env, frame_stack=cfg.frame_stack, pixel_norm=cfg.pixel_norm,
+                        pixel_channels=cfg.pixel_channels, agent_centric=cfg.agent_centric)
+    except ValueError as error:  # options that do not fit this task's observations
+        env.close()
+        raise ConfigError(f"env: {error}") from error
 
 
 def resolve_device(name: str) -> torch.device:

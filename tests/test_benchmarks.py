@@ -114,3 +114,23 @@ def test_marl_bench_names_the_benchmarks_on_a_typo() -> None:
                             check=False)
     assert result.returncode == 2
     assert "unknown benchmark 'sharng'" in result.stderr and "sharing" in result.stderr
+
+
+def test_frames_quick_writes_results(tmp_path: Path) -> None:
+    results = _run_quick("frames", tmp_path)
+    assert results["frames"] == ["world", "agent"]
+    rows = results["rows"]
+    assert sorted((row["frame"], row["seed"]) for row in rows) == [("agent", 1), ("world", 1)]
+    for row in rows:
+        assert len(row["env_steps"]) == len(row["returns"]) >= 1
+        assert row["total_env_steps"] >= results["env_steps_per_run"]
+    for frame in ("world", "agent"):
+        for score in ("final", "mean_over_training"):
+            entry = results["summary"][frame][score]
+            assert entry["seeds"] == 1 and len(entry["per_seed"]) == 1
+            for statistic in ("mean", "iqm"):
+                low, high = entry[statistic]["ci95"]
+                assert low <= entry[statistic]["value"] <= high
+    # An upper bound on the return: shortest paths cost at least nothing and pay at most 1.
+    assert 0 < results["best_possible"]["agent"] <= results["best_possible"]["world"] <= 1
+    assert "| frame | seeds | final: mean [95% CI] |" in (tmp_path / "results.md").read_text()

@@ -76,3 +76,31 @@ def test_apply_keeps_frozen_original() -> None:
     base = Config()
     changed = apply(base, {"train.total_env_steps": 10})
     assert base.train.total_env_steps != 10 and changed.train.total_env_steps == 10
+
+
+def test_input_wrapper_keys_parse_from_the_command_line() -> None:
+    config = load(overrides={"env.frame_stack": "4", "env.action_repeat": "2",
+                             "env.pixel_norm": "true", "env.pixel_channels": "[0, 2]",
+                             "env.agent_centric": "{position: 2, points: [4, 6]}"})
+    assert (config.env.frame_stack, config.env.action_repeat) == (4, 2)
+    assert config.env.pixel_norm and config.env.pixel_channels == [0, 2]
+    assert config.env.agent_centric == {"position": 2, "points": [4, 6]}
+    config = load(overrides={"env.agent_centric.vectors": "[0]",
+                             "env.agent_centric.heading_vector": "0"})
+    assert config.env.agent_centric == {"vectors": [0], "heading_vector": 0}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"env.frame_stack": "0"}, "env.frame_stack: expected a positive int"),
+        ({"env.action_repeat": "-1"}, "env.action_repeat: expected a positive int"),
+        ({"env.pixel_channels": "[0]"}, "env.pixel_norm is false"),
+        ({"env.agent_centric": "{points: [4]}"}, "env.agent_centric: .*position is None"),
+        ({"env.agent_centric": "{position: 0, vector: [2]}"}, "Did you mean 'vectors'"),
+    ],
+)
+def test_bad_input_wrapper_values_are_refused_at_load(overrides: dict[str, str],
+                                                      message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(overrides=overrides)

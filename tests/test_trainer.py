@@ -14,7 +14,7 @@ import torch
 from marl import checkpoint
 from marl.algos.ppo import PPO, NonFiniteLossError
 from marl.cli import main
-from marl.config import load
+from marl.config import ConfigError, load
 from marl.evaluate import evaluate
 from marl.trainer import build_env, load_modules, train
 
@@ -158,3 +158,19 @@ def test_cli_reports_bad_input_without_traceback(capsys: pytest.CaptureFixture[s
     assert main(["train", "env.task=mpe2/simple_sprad_v3", "run.dir=/nonexistent/x"]) != 0
     err = capsys.readouterr().err
     assert "simple_spread_v3" in err and "Traceback" not in err
+
+
+def test_input_wrappers_are_applied_when_the_env_is_built(tmp_path: Path) -> None:
+    overrides = _tiny(tmp_path, "wrapped", **{
+        "env.task": "toy/grid_nav", "env.kwargs.size": "4", "env.frame_stack": "3",
+        "env.action_repeat": "2", "env.agent_centric": "{vectors: [75]}",
+        "train.total_env_steps": "256"})
+    config = load(overrides=overrides)
+    env = build_env(config, torch.device("cpu"))
+    assert env.groups["agent"].obs_shape == (3 * 77,)
+    env.close()
+    result = train(config)
+    assert result.env_steps >= 256 and _metrics(result.run_dir)
+    bad = load(overrides={**overrides, "env.agent_centric": "{vectors: [76]}"})
+    with pytest.raises(ConfigError, match="vectors starting at 76 needs features 76 and 77"):
+        build_env(bad, torch.device("cpu"))
