@@ -100,7 +100,7 @@ def build_env(config: Config, device: torch.device) -> BatchedEnv:
     return make_env(cfg.task, num_envs=cfg.num_envs, kwargs=dict(cfg.kwargs), vector=cfg.vector,
                     num_workers=cfg.num_workers, groups=cfg.groups,
                     max_episode_steps=cfg.max_episode_steps,
-                    include_state=config.algo.name == "mappo")
+                    include_state=config.algo.name == "mappo", device=device)
 
 
 def resolve_device(name: str) -> torch.device:
