@@ -173,10 +173,9 @@ class TorchMPEEnv:
         else:
             if kind.movable:
                 direction = discrete_move(action % 5, dtype)
-                action = action // 5
             if not kind.silent:
-                codes = torch.arange(dim_c, device=self.device)
-                word = (action.unsqueeze(-1) == codes).to(dtype)
+                code = action // 5 if kind.movable else action
+                word = (code.unsqueeze(-1) == torch.arange(dim_c, device=self.device)).to(dtype)
         return direction * self.scenario.physics.accel, word
 
     def _checked_action(self, name: str, spec: GroupSpec, action: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ take consecutive runs of them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -88,6 +89,7 @@ def _relative_landmarks(world: WorldState) -> torch.Tensor:
     return relative.flatten(2)
 
 
+@functools.lru_cache(maxsize=64)
 def _others(num_agents: int, device: torch.device) -> torch.Tensor:
     """``[n, n - 1]`` for each agent, the other agents in order."""
     order = torch.arange(num_agents, device=device)
@@ -135,17 +137,14 @@ class SimpleSpread:
 
     def agent_reward(self, world: WorldState) -> torch.Tensor:
         """Minus the number of other agents each agent overlaps (``dist < r_a + r_b``)."""
-        position = world.agent_pos
-        distance = (position.unsqueeze(2) - position.unsqueeze(1)).norm(dim=-1)
-        size = torch.tensor(self.physics.size, device=position.device, dtype=position.dtype)
-        touching = distance < size.unsqueeze(0) + size.unsqueeze(1)
-        eye = torch.eye(self.num_agents, dtype=torch.bool, device=position.device)
-        return -(touching & ~eye).sum(-1).to(position.dtype)
+        distance, min_distance = self.physics.pair_distances(world.agent_pos)
+        touching = (distance < min_distance).sum(-1) - 1  # minus the agent itself
+        return -touching.to(world.agent_pos.dtype)
 
     def global_reward(self, world: WorldState) -> torch.Tensor:
         """Minus the sum over landmarks of the distance to the closest agent."""
-        distance = (world.landmark_pos.unsqueeze(2) - world.agent_pos.unsqueeze(1)).norm(dim=-1)
-        return -distance.min(dim=-1).values.sum(-1)
+        delta = world.landmark_pos.unsqueeze(2) - world.agent_pos.unsqueeze(1)
+        return -torch.linalg.vector_norm(delta, dim=-1).amin(dim=-1).sum(-1)
 
 
 SPEAKER_LISTENER_COLORS = ((0.65, 0.15, 0.15), (0.15, 0.65, 0.15), (0.15, 0.15, 0.65))
@@ -155,7 +154,13 @@ REFERENCE_COLORS = ((0.75, 0.25, 0.25), (0.25, 0.75, 0.25), (0.25, 0.25, 0.75))
 def _goal_color(colors: tuple[tuple[float, ...], ...], goal: torch.Tensor,
                 dtype: torch.dtype) -> torch.Tensor:
     """``[*B, 3]`` colour of landmark ``goal: [*B]`` (every goal here names a landmark)."""
-    return torch.tensor(colors, dtype=dtype, device=goal.device)[goal]
+    return _color_table(colors, goal.device, dtype)[goal]
+
+
+@functools.lru_cache(maxsize=16)
+def _color_table(colors: tuple[tuple[float, ...], ...], device: torch.device,
+                 dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor(colors, dtype=dtype, device=device)
 
 
 @dataclass(frozen=True)
@@ -238,7 +243,7 @@ class SimpleReference:
 
     def agent_reward(self, world: WorldState) -> torch.Tensor:
         target = world.landmark_pos.gather(1, world.goal.unsqueeze(-1).expand(-1, -1, 2))
-        return -(world.agent_pos.flip(1) - target).norm(dim=-1)
+        return -torch.linalg.vector_norm(world.agent_pos.flip(1) - target, dim=-1)
 
     def global_reward(self, world: WorldState) -> torch.Tensor:
         return self.agent_reward(world).mean(-1)
