@@ -8,6 +8,9 @@ Quick start::
     first = env.reset(seed=0)           # first.groups["agent"].obs: [8, 3, 18]
     step = env.step({"agent": actions}) # actions: [8, 3] int64
 
+Batched torch ports of MPE tasks (:mod:`marl_envs.torch_mpe`) run thousands of copies
+in one set of tensors: ``make("torch/simple_spread_v3", num_envs=4096, device="cuda")``.
+
 See :mod:`marl_envs.core` for the protocol and tensor shapes, :mod:`marl_envs.registry`
 for task ids.
 """

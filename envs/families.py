@@ -7,6 +7,8 @@ which callable builds a named task from keyword arguments. Three kinds exist:
 * :class:`PettingZooFamily`: PettingZoo's own registry (``sisl``, ``butterfly``,
   ``classic``, ``atari``; PettingZoo >= 1.27, older versions fall back to modules).
 * :class:`TaskTable`: our own tasks, a plain dict from name to ParallelEnv class.
+* :class:`BatchedTaskTable`: our own tasks that are batched torch envs themselves
+  (``torch/simple_spread_v3``); ``make`` builds them directly, without PettingZoo.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from functools import partial
 from typing import Any
 
 import pettingzoo
+from marl_envs.core import BatchedEnv
 from marl_envs.errors import MissingDependencyError, NotParallelizableError, UnknownTaskError
 from marl_envs.tasks import (
     CoopMatchEnv,
@@ -30,6 +33,8 @@ from marl_envs.tasks import (
     MatrixGameEnv,
     ReachEnv,
 )
+from marl_envs.torch_mpe import TASKS as TORCH_MPE_TASKS
+from marl_envs.torch_mpe import parallel_view
 from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils.conversions import aec_to_parallel
 
@@ -129,7 +134,28 @@ class TaskTable:
         return self.tasks[name], self.tasks[name]
 
 
-Family = ModuleFamily | PettingZooFamily | TaskTable
+@dataclass(frozen=True)
+class BatchedTaskTable:
+    """Tasks that are batched envs themselves: a table from name to a function building
+    ``num_envs`` copies (``build(num_envs=..., device=..., include_state=..., **kwargs)``).
+
+    ``make`` calls the function; ``make_parallel_env`` gets a PettingZoo view of one copy.
+    """
+
+    tasks: Mapping[str, Callable[..., BatchedEnv]]
+    install: str = "(part of marlshare)"
+
+    def installed(self) -> bool:
+        return True
+
+    def task_names(self) -> list[str]:
+        return sorted(self.tasks)
+
+    def constructor(self, task: str, name: str) -> Constructor:
+        return partial(parallel_view, self.tasks[name]), self.tasks[name]
+
+
+Family = ModuleFamily | PettingZooFamily | TaskTable | BatchedTaskTable
 
 
 def _pettingzoo_family(namespace: str) -> PettingZooFamily | ModuleFamily:
@@ -155,6 +181,7 @@ FAMILIES: dict[str, Family] = {
     "classic": _pettingzoo_family("classic"),
     "atari": _pettingzoo_family("atari"),
     "toy": TaskTable(TOY_TASKS),
+    "torch": BatchedTaskTable(TORCH_MPE_TASKS),
 }
 
 

@@ -8,6 +8,10 @@ A task id is either
 * ``"<module.path>:<function>"``: any importable callable returning a ParallelEnv,
   called with the task kwargs.
 
+Tasks of the ``torch`` family (``"torch/simple_spread_v3"``) are batched torch envs:
+``make`` builds all copies as one set of tensors on ``device``; ``make_parallel_env``
+returns a PettingZoo view of one copy.
+
 ``FAMILIES`` is the one place that says which code builds which task.
 """
 
@@ -21,13 +25,16 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+import torch
 from marl_envs.core import BatchedEnv
 from marl_envs.errors import (
+    GroupingError,
     MissingDependencyError,
     TaskKwargsError,
     UnknownTaskError,
 )
-from marl_envs.families import FAMILIES, Constructor, Family
+from marl_envs.families import FAMILIES, BatchedTaskTable, Constructor, Family
+from marl_envs.layout import check_groups
 from marl_envs.subproc import SubprocVectorEnv
 from marl_envs.vector import SyncVectorEnv
 from marl_envs.wrappers import ActionRepeat, TimeLimit
@@ -60,6 +67,7 @@ def make(
     max_episode_steps: int | None = None,
     include_state: bool = True,
     action_repeat: int = 1,
+    device: torch.device | str | None = None,
 ) -> BatchedEnv:
     """A batched env of ``num_envs`` copies of ``task``.
 
@@ -75,6 +83,9 @@ def make(
             has it.
         action_repeat: repeat each decision for up to this many env steps
             (:class:`ActionRepeat`; 1 = off). The time limit counts env steps.
+        device: where batched torch tasks (``torch/...``) keep their tensors (default
+            CPU). PettingZoo tasks step on CPU whatever it says; the trainer moves their
+            tensors.
 
     Raises:
         UnknownTaskError, MissingDependencyError, TaskKwargsError,
@@ -82,6 +93,14 @@ def make(
     """
     if vector not in VECTOR_BACKENDS:
         raise ValueError(f"vector must be one of {VECTOR_BACKENDS}, got {vector!r}.")
+    family = FAMILIES.get(task.partition("/")[0]) if ":" not in task else None
+    if isinstance(family, BatchedTaskTable):
+        if action_repeat != 1:
+            raise ValueError(f"task {task!r} is a batched torch task; action_repeat="
+                             f"{action_repeat} is implemented for PettingZoo tasks only. Use "
+                             "action_repeat=1 (env.action_repeat=1) or a PettingZoo task.")
+        return _make_batched(task, family, num_envs, dict(kwargs or {}), vector, num_workers,
+                             groups, max_episode_steps, include_state, device)
     if vector == "sync" and num_workers is not None:
         raise ValueError("num_workers applies to vector='subprocess' only; drop it or switch.")
     factory = TaskFactory(task, dict(kwargs or {}), max_episode_steps, action_repeat)
@@ -90,6 +109,41 @@ def make(
     return SubprocVectorEnv(
         factory, num_envs, num_workers=num_workers, groups=groups, include_state=include_state
     )
+
+
+_SET_BY_MAKE = ("num_envs", "device", "include_state")
+
+
+def _make_batched(task: str, family: BatchedTaskTable, num_envs: int, kwargs: dict[str, Any],
+                  vector: str, num_workers: int | None,
+                  groups: Mapping[str, Sequence[str]] | None, max_episode_steps: int | None,
+                  include_state: bool, device: torch.device | str | None) -> BatchedEnv:
+    """Build a task that is a batched env itself, refusing options meant for PettingZoo."""
+    _resolve(task)  # unknown names fail here, with suggestions
+    build = family.tasks[task.partition("/")[2]]
+    if vector != "sync" or num_workers is not None:
+        raise ValueError(f"task {task!r} steps every copy in one set of tensors in this "
+                         "process; vector='subprocess' and num_workers do not apply. Use "
+                         "vector='sync' (env.vector=sync) and leave num_workers unset.")
+    if max_episode_steps is not None:
+        raise ValueError(f"task {task!r} sets its episode length itself; instead of "
+                         f"max_episode_steps={max_episode_steps}, pass "
+                         f"kwargs={{'max_cycles': {max_episode_steps}}} "
+                         f"(env.kwargs.max_cycles={max_episode_steps}).")
+    clashing = [key for key in _SET_BY_MAKE if key in kwargs]
+    if clashing:
+        raise ValueError(f"task {task!r}: {clashing} are set by make()'s own arguments "
+                         "(env.num_envs and device in a config); remove them from kwargs.")
+    _check_kwargs(task, build, kwargs)
+    env = build(num_envs=num_envs, device=device or "cpu", include_state=include_state,
+                **kwargs)
+    if groups is not None:
+        fixed = {name: list(spec.agents) for name, spec in env.groups.items()}
+        if check_groups(groups, [a for spec in env.groups.values() for a in spec.agents]) != {
+                name: tuple(agents) for name, agents in fixed.items()}:
+            raise GroupingError(f"task {task!r} has fixed agent groups {fixed}; drop the "
+                                "groups option (env.groups) or pass exactly these.")
+    return env
 
 
 def make_parallel_env(

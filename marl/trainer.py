@@ -126,7 +126,8 @@ def build_env(config: Config, device: torch.device) -> BatchedEnv:
     env = make_env(cfg.task, num_envs=cfg.num_envs, kwargs=dict(cfg.kwargs), vector=cfg.vector,
                    num_workers=cfg.num_workers, groups=cfg.groups,
                    max_episode_steps=cfg.max_episode_steps,
-                   include_state=config.algo.name in _STATE_ALGOS, action_repeat=cfg.action_repeat)
+                   include_state=config.algo.name in _STATE_ALGOS, action_repeat=cfg.action_repeat,
+                   device=device)
     try:
         return wrap_env(env, frame_stack=cfg.frame_stack, pixel_norm=cfg.pixel_norm,
                         pixel_channels=cfg.pixel_channels, agent_centric=cfg.agent_centric)

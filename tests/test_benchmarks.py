@@ -134,3 +134,22 @@ def test_frames_quick_writes_results(tmp_path: Path) -> None:
     # An upper bound on the return: shortest paths cost at least nothing and pay at most 1.
     assert 0 < results["best_possible"]["agent"] <= results["best_possible"]["world"] <= 1
     assert "| frame | seeds | final: mean [95% CI] |" in (tmp_path / "results.md").read_text()
+
+
+def test_torch_mpe_quick_writes_results(tmp_path: Path) -> None:
+    results = _run_quick("torch_mpe", tmp_path)
+    rows = results["rows"]
+    env_rows = {row["task"]: row for row in rows if row["kind"] == "env"}
+    assert set(env_rows) == {"torch/simple_spread_v3", "mpe2/simple_spread_v3"}
+    assert env_rows["torch/simple_spread_v3"]["device"] == results["device"] == "cpu"
+    training = [row for row in rows if row["kind"] == "training"]
+    assert [row["task"] for row in training] == ["torch/simple_spread_v3"]
+    for row in rows:
+        _check_summary(row["env_steps_per_s"])
+        assert len(row["raw"]) == results["repeats"]
+    # Three agents: agent-steps are three env-steps.
+    assert training[0]["agent_steps_per_s"]["median"] == 3 * training[0]["env_steps_per_s"][
+        "median"]
+    table = (tmp_path / "results.md").read_text()
+    assert "| task | num_envs | mpe2 | torch | torch / mpe2 |" in table
+    assert "| task | device | num_envs | env-steps/s | agent-steps/s |" in table

@@ -1,6 +1,7 @@
 """The training loop end to end: determinism, checkpoints, resume, bad input, the CLI."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -174,3 +175,19 @@ def test_input_wrappers_are_applied_when_the_env_is_built(tmp_path: Path) -> Non
     bad = load(overrides={**overrides, "env.agent_centric": "{vectors: [76]}"})
     with pytest.raises(ConfigError, match="vectors starting at 76 needs features 76 and 77"):
         build_env(bad, torch.device("cpu"))
+
+
+@pytest.mark.parametrize(("task", "algo"), [("torch/simple_spread_v3", "ippo"),
+                                            ("torch/simple_speaker_listener_v4", "mappo")])
+def test_trains_on_torch_mpe_tasks(tmp_path: Path, task: str, algo: str) -> None:
+    overrides = _tiny(tmp_path, "run", **{"env.task": task, "algo.name": algo,
+                                          "env.num_envs": "64", "env.kwargs.max_cycles": "8"})
+    config = load(overrides=overrides)
+    env = build_env(config, torch.device("cpu"))
+    assert env.device == torch.device("cpu") and env.num_envs == 64
+    assert (env.state_shape is not None) == (algo == "mappo")
+    rows = _metrics(train(config).run_dir)
+    assert rows[-1]["env_steps"] >= 2048
+    # 64 copies, 8-step episodes: every logged window holds finished episodes of length 8.
+    assert all(row["episodes"] > 0 and row["episode_length"] == 8 for row in rows)
+    assert all(math.isfinite(value) for row in rows for value in row.values())
