@@ -1,14 +1,16 @@
 """Shared against independent parameters: learning curves over seeds, on several tasks.
 
     python -m benchmarks.sharing [--quick] [--out DIR] [--runs DIR] [--workers N]
-                                 [--sweeps FILE ...] [--allow-dirty]
+                                 [--sweeps FILE ...] [--allow-dirty] [--report-only]
 
 Each sweep file (default: ``benchmarks/sweeps/sharing_*.yaml``, one per task) is run with
 ``marl sweep`` into ``RUNS/<name>`` (runs already finished are skipped, so an interrupted
 benchmark resumes), then reported with ``marl report``: per task a table of final and best
 return per setting (mean and IQM with 95% stratified bootstrap CIs over seeds) and curves
 against env steps and against wall-clock seconds. ``results.json`` keeps every run's
-final return, best return, env steps and wall time.
+final return, best return, env steps and wall time. ``--report-only`` reports the runs
+already in ``RUNS`` without launching anything (a sweep launched from a newer commit would
+start new runs, since run descriptors carry the git revision).
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="parallel runs")
     parser.add_argument("--allow-dirty", action="store_true",
                         help="run from a working tree with uncommitted changes")
+    parser.add_argument("--report-only", action="store_true",
+                        help="report the runs already in --runs; launch nothing")
     parser.add_argument("--quick", action="store_true", help="a tiny sweep, for tests")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sharing"))
     args = parser.parse_args()
@@ -91,7 +95,11 @@ def main() -> None:
         for sweep in args.sweeps:
             name = sweep.stem.removeprefix("sharing_")
             runs = args.runs / name
-            run_sweep(sweep, runs, args.workers, args.allow_dirty)
+            if not args.report_only:
+                run_sweep(sweep, runs, args.workers, args.allow_dirty)
+            elif not runs.is_dir():
+                raise SystemExit(f"--report-only: no runs in {runs}; launch the benchmark "
+                                 "without --report-only first")
             table = write_report(runs, args.out / name, final_points=FINAL_POINTS)
             rows += task_rows(runs, name)
             curves = f"{name}/curves_episode_return"

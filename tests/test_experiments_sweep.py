@@ -93,6 +93,18 @@ def test_descriptor_shows_keys_that_differ_through_hpsets() -> None:
     assert varying_keys(runs) == ["algo.name"]
 
 
+def test_a_list_of_hpsets_is_a_grid_axis() -> None:
+    runs = expand([{"hpset": ["ippo_mpe", "vdn_mpe"], "optim.lr": [1e-3, 2e-3], "repeat": 2}])
+    assert len(runs) == 2 * 2 * 2
+    assert [(r.hpset, r.config.algo.name) for r in runs[::4]] == [("ippo_mpe", "ippo"),
+                                                                  ("vdn_mpe", "vdn")]
+    assert {r.config.optim.lr for r in runs} == {1e-3, 2e-3}  # block keys beat every hpset
+    assert all(r.config.env.num_envs == HPSETS["vdn_mpe"]["env.num_envs"]
+               for r in runs if r.hpset == "vdn_mpe")
+    with pytest.raises(ConfigError, match="hpset: an empty list"):
+        expand([{"hpset": []}])
+
+
 def test_load_sweep_checks_the_shape(tmp_path: Path) -> None:
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(ISSUE_EXAMPLE))

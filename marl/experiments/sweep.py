@@ -1,7 +1,7 @@
 """Sweep files: experiment blocks expanded into runs, and the descriptors that name them.
 
 A sweep file is a YAML list of blocks. In a block, ``hpset: NAME`` starts from a named
-hyperparameter set, ``repeat: K`` asks for K seeds, and every other key is a config key
+hyperparameter set (a list of names is a grid axis like any other list), ``repeat: K`` asks for K seeds, and every other key is a config key
 (dotted, or nested in sections). A list value spawns one run per element; several list
 values spawn their Cartesian product. Keys whose own type is a list (``groups.hidden``)
 take a list of lists as their grid; a plain list is one value for them.
@@ -99,13 +99,15 @@ def expand_block(index: int, block: Mapping[str, Any]) -> list[RunSpec]:
     runs: list[RunSpec] = []
     try:
         grid = {key: _grid_values(key, value, keys) for key, value in own.items()}
-        default_seed = load(None, {}, hpset=hpset).seed
-        for combination in itertools.product(*grid.values()):
+        hpsets = hpset if isinstance(hpset, list) else [hpset]
+        if not hpsets:
+            raise ConfigError("hpset: an empty list gives no runs; give at least one name")
+        for name, combination in itertools.product(hpsets, itertools.product(*grid.values())):
             overrides = dict(zip(grid, combination, strict=True))
-            base_seed = overrides.pop("seed", default_seed)
+            base_seed = overrides.pop("seed", load(None, {}, hpset=name).seed)
             for offset in range(repeat):
                 updates = {**overrides, "seed": base_seed + offset}
-                runs.append(RunSpec(index, hpset, updates, load(None, updates, hpset=hpset)))
+                runs.append(RunSpec(index, name, updates, load(None, updates, hpset=name)))
     except (ConfigError, TypeError) as error:
         raise ConfigError(f"{_label(index, block)}: {error}") from error
     return runs
