@@ -24,8 +24,11 @@ import torch
 from benchmarks.common import plot_vs_agents, run_fresh, summary, write_results
 
 MODULE = "benchmarks.throughput"
-DEFAULT_ALGOS = ("ippo",)
-"""Algorithms trained by default: on-policy IPPO and one off-policy method."""
+DEFAULT_ALGOS = ("ippo", "vdn")
+"""Algorithms trained by default: on-policy IPPO and one off-policy method.
+
+Each starts from its MPE hyperparameter set (``<algo>_mpe``) when the project ships one.
+"""
 
 
 def _ceiling(task: str, num_envs: int, steps: int, vector: str) -> dict[str, float]:
@@ -59,11 +62,12 @@ def _training(task: str, num_envs: int, vector: str, algo: str, env_steps: int,
     """
     import tempfile
 
-    from marl.config import load, parse_overrides
+    from marl.config import HPSETS, load, parse_overrides
     from marl.trainer import train
 
+    hpset = f"{algo}_mpe" if f"{algo}_mpe" in HPSETS else None
     with tempfile.TemporaryDirectory() as run_dir:
-        config = load(overrides={
+        config = load(hpset=hpset, overrides={
             "env.task": task, "env.num_envs": str(num_envs), "env.vector": vector,
             "algo.name": algo, "train.total_env_steps": str(env_steps),
             "train.log_every": "1", "train.checkpoint_every": str(10 * env_steps),
@@ -71,9 +75,13 @@ def _training(task: str, num_envs: int, vector: str, algo: str, env_steps: int,
             **parse_overrides(overrides)})
         train(config)
         lines = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").open()]
-    if len(lines) < 3:
-        raise RuntimeError(f"only {len(lines)} metric lines; raise --train-steps")
-    first, last = lines[1], lines[-1]  # lines[0] closes the first (warm-up) iteration
+    # lines[0] closes the first iteration (start-up); off-policy learners also skip the
+    # replay warm-up, during which they only collect.
+    warmup = getattr(config.algo, "warmup_steps", 0) if algo not in ("ippo", "mappo") else 0
+    lines = [line for line in lines[1:] if line["env_steps"] > warmup]
+    if len(lines) < 2:
+        raise RuntimeError(f"only {len(lines)} metric lines after warm-up; raise --train-steps")
+    first, last = lines[0], lines[-1]
     return {"env_steps_per_s": (last["env_steps"] - first["env_steps"])
             / (last["wall_time"] - first["wall_time"])}
 
@@ -111,6 +119,7 @@ def main() -> None:
         return
     if args.quick:
         args.num_envs, args.repeats, args.steps, args.train_steps = [2], 1, 20, 120
+        args.algos = ["ippo"] if args.algos == list(DEFAULT_ALGOS) else args.algos
         args.overrides = [*args.overrides, "algo.num_steps=10"]
     rows: list[dict[str, Any]] = []
     common = ["--task", args.task, "--steps", str(args.steps),

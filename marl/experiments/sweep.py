@@ -1,10 +1,11 @@
 """Sweep files: experiment blocks expanded into runs, and the descriptors that name them.
 
 A sweep file is a YAML list of blocks. In a block, ``hpset: NAME`` starts from a named
-hyperparameter set (a list of names is a grid axis like any other list), ``repeat: K`` asks for K seeds, and every other key is a config key
-(dotted, or nested in sections). A list value spawns one run per element; several list
-values spawn their Cartesian product. Keys whose own type is a list (``groups.hidden``)
-take a list of lists as their grid; a plain list is one value for them.
+hyperparameter set (a list of names is a grid axis like any other list), ``repeat: K``
+asks for K seeds, and every other key is a config key (dotted, or nested in sections).
+A list value spawns one run per element; several list values spawn their Cartesian
+product. Keys whose own type is a list (``groups.hidden``) take a list of lists as their
+grid; a plain list is one value for them.
 
 Precedence inside one run: config defaults < the block's ``hpset`` < the block's keys.
 """
