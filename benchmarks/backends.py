@@ -4,8 +4,8 @@
                                   [--sizes 2x64 3x256] [--threads 1]
 
 For every MLP size, agent count ``N`` and per-agent batch, each network kind runs in its
-own fresh process (a used ``torch.jit.fork`` slows later work in the same process,
-DESIGN.md section 5): ``loop``, ``fork`` and ``batched`` independent networks, and the
+own fresh process (a used ``torch.jit.fork`` can slow later work in the same
+process): ``loop``, ``fork`` and ``batched`` independent networks, and the
 shared network with one-hot agent IDs. In that process, after a warm-up, a few timed
 blocks of calls give the time per call in microseconds (median/min/max over blocks),
 first for the forward pass alone, then for forward + backward + ``Adam.step()``. The

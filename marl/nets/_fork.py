@@ -49,7 +49,7 @@ def script_fork_runner(nets: Sequence[nn.Module]) -> nn.Module:
     """
     with warnings.catch_warnings():
         # TorchScript is deprecated upstream, but jit.fork is the point of this backend:
-        # users ask for it and benchmark it (DESIGN.md section 5). Warn once in the docs
+        # users ask for it and benchmark it (benchmarks/backends.py). Warn once in the docs
         # of IndependentNets instead of on every construction.
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated")
         scripted: nn.Module = torch.jit.script(ForkRunner(nets))

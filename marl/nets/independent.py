@@ -1,14 +1,14 @@
 """One set of parameters per agent, run by one of three interchangeable backends.
 
 - ``"batched"`` (default): every layer's weights are stacked over agents, ``[A, in, out]``,
-  and a layer is one ``torch.baddbmm`` for all agents. Fastest by far on CPU and GPU
-  (DESIGN.md section 5: 88 us vs ~1000 us per forward for 32 agents), and one optimiser
+  and a layer is one ``torch.baddbmm`` for all agents. Fastest by far on CPU
+  (README, Results: ``python -m benchmarks.backends``), and one optimiser
   step updates all agents with a single fused kernel.
 - ``"fork"``: each agent's MLP is a TorchScript module, run as parallel tasks with
   ``torch.jit.fork`` / ``torch.jit.wait``. Kept because users ask for it and benchmark it;
   TorchScript is deprecated upstream. Run benchmarks of this backend in a fresh process:
   after ``jit.fork`` with 2 threads, later plain work in the same process ran up to 4x
-  slower (DESIGN.md section 5).
+  slower.
 - ``"loop"``: a Python loop over per-agent ``nn.Sequential`` MLPs; the reference.
 
 All three compute the same function with the same parameters and, built under the same

@@ -4,7 +4,7 @@ Sharing parameters lets every agent learn from every other agent's experience; a
 a one-hot ID to each agent's input lets the shared network still behave differently per
 agent (Gupta et al. 2017; Christianos et al. 2021, "Scaling Multi-Agent RL with Selective
 Parameter Sharing"). All agents run through one batched call, which is why the shared
-network is about as fast as the stacked independent backend (DESIGN.md section 5).
+network is about as fast as the stacked independent backend (``benchmarks/backends.py``).
 """
 
 from __future__ import annotations
