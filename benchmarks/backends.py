@@ -15,7 +15,6 @@ kinds of one configuration run back to back, so background load hits them alike.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import plot_vs_agents, run_fresh, summary, write_results
+from benchmarks.common import emit, plot_vs_agents, run_fresh, summary, write_results
 
 MODULE = "benchmarks.backends"
 KINDS = ("loop", "fork", "batched", "shared")
@@ -105,7 +104,7 @@ def _worker(args: argparse.Namespace) -> None:
                               "device": str(device)}
     for mode, call in (("forward", forward), ("train", train)):
         result[mode] = time_blocks(call, device, args.blocks, args.block_s, args.budget_s)
-    print(json.dumps(result))
+    emit(result)
 
 
 def _table(rows: list[dict[str, Any]], size: str, mode: str) -> list[str]:

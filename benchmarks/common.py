@@ -54,6 +54,20 @@ def run_fresh(module: str, args: Sequence[str]) -> dict[str, Any]:
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
+def emit(result: dict[str, Any]) -> None:
+    """A worker's last act: print its result as one JSON line and leave at once.
+
+    ``os._exit`` skips the interpreter's teardown, where a process that used
+    ``torch.jit.fork`` can abort ("terminate called without an active exception") after
+    its measurement is already done.
+    """
+    import os
+
+    print(json.dumps(result), flush=True)
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def summary(values: Sequence[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 

@@ -20,7 +20,6 @@ A variant PyTorch refuses (e.g. ``fused`` where unsupported) is recorded with it
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from benchmarks.backends import (
     pick_device,
     time_blocks,
 )
-from benchmarks.common import plot_vs_agents, run_fresh, write_results
+from benchmarks.common import emit, plot_vs_agents, run_fresh, write_results
 
 MODULE = "benchmarks.optimiser"
 IMPLEMENTATIONS: dict[str, dict[str, Any]] = {
@@ -92,7 +91,7 @@ def _worker(args: argparse.Namespace) -> None:
         result["step"] = time_blocks(step, device, args.blocks, args.block_s, args.budget_s)
     except (RuntimeError, ValueError, TypeError) as error:  # e.g. fused unsupported here
         result["error"] = f"{type(error).__name__}: {error}"
-    print(json.dumps(result))
+    emit(result)
 
 
 def _table(rows: list[dict[str, Any]], size: str, variants: list[str]) -> list[str]:

@@ -14,7 +14,6 @@ before the learner was built alongside, so the learner's share can be read off.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import plot_vs_agents, run_fresh, summary, write_results
+from benchmarks.common import emit, plot_vs_agents, run_fresh, summary, write_results
 
 MODULE = "benchmarks.scaling"
 KINDS = {"shared": ("shared", "batched"), "batched": ("independent", "batched"),
@@ -83,7 +82,7 @@ def _worker(args: argparse.Namespace) -> None:
     }
     if device.type == "cuda":
         result["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-    print(json.dumps(result))
+    emit(result)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import plot_vs_agents, run_fresh, summary, write_results
+from benchmarks.common import emit, plot_vs_agents, run_fresh, summary, write_results
 
 MODULE = "benchmarks.throughput"
 DEFAULT_ALGOS = ("ippo", "vdn")
@@ -92,7 +92,7 @@ def _worker(args: argparse.Namespace) -> None:
     else:
         result = _training(args.task, args.num_envs[0], args.vectors[0], args.algos[0],
                            args.train_steps, args.overrides)
-    print(json.dumps(result))
+    emit(result)
 
 
 def main() -> None:
