@@ -135,7 +135,7 @@ class TaskTable:
 
 
 @dataclass(frozen=True)
-class BatchedTaskTable:
+class BatchedTaskTable(TaskTable):
     """Tasks that are batched envs themselves: a table from name to a function building
     ``num_envs`` copies (``build(num_envs=..., device=..., include_state=..., **kwargs)``).
 
@@ -143,13 +143,6 @@ class BatchedTaskTable:
     """
 
     tasks: Mapping[str, Callable[..., BatchedEnv]]
-    install: str = "(part of marlshare)"
-
-    def installed(self) -> bool:
-        return True
-
-    def task_names(self) -> list[str]:
-        return sorted(self.tasks)
 
     def constructor(self, task: str, name: str) -> Constructor:
         return partial(parallel_view, self.tasks[name]), self.tasks[name]

@@ -7,6 +7,11 @@ from typing import Any
 from pettingzoo import ParallelEnv
 from pettingzoo.utils.wrappers import BaseParallelWrapper
 
+ParallelStep = tuple[
+    dict[Any, Any], dict[Any, float], dict[Any, bool], dict[Any, bool], dict[Any, dict[str, Any]]
+]
+"""What ``ParallelEnv.step`` returns: observations, rewards, terminations, truncations, infos."""
+
 
 class TimeLimit(BaseParallelWrapper):
     """Truncate every episode after ``max_episode_steps`` parallel steps.
@@ -43,13 +48,7 @@ class TimeLimit(BaseParallelWrapper):
 
     def step(
         self, actions: dict[Any, Any]
-    ) -> tuple[
-        dict[Any, Any],
-        dict[Any, float],
-        dict[Any, bool],
-        dict[Any, bool],
-        dict[Any, dict[str, Any]],
-    ]:
+    ) -> ParallelStep:
         acting = list(self.env.agents)
         observations, rewards, terminations, truncations, infos = self.env.step(actions)
         self._elapsed_steps += 1
@@ -91,13 +90,7 @@ class ActionRepeat(BaseParallelWrapper):
 
     def step(
         self, actions: dict[Any, Any]
-    ) -> tuple[
-        dict[Any, Any],
-        dict[Any, float],
-        dict[Any, bool],
-        dict[Any, bool],
-        dict[Any, dict[str, Any]],
-    ]:
+    ) -> ParallelStep:
         acting = set(self.env.agents)
         observations: dict[Any, Any] = {}
         rewards: dict[Any, float] = {}

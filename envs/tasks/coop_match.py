@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 from gymnasium.spaces import Box, Discrete
-from pettingzoo import ParallelEnv
+from marl_envs.tasks.base import SpaceTableEnv
 
 
-class CoopMatchEnv(ParallelEnv):
+class CoopMatchEnv(SpaceTableEnv):
     """Match the action to ``(cue + agent_index) % num_cues``; shared team reward.
 
     Args:
@@ -45,12 +45,6 @@ class CoopMatchEnv(ParallelEnv):
         self._rng = np.random.default_rng()
         self._cues = np.zeros(num_agents, dtype=np.int64)
         self._steps = 0
-
-    def observation_space(self, agent: str) -> Box:
-        return self.observation_spaces[agent]
-
-    def action_space(self, agent: str) -> Discrete:
-        return self.action_spaces[agent]
 
     def reset(
         self, seed: int | None = None, options: dict[str, Any] | None = None

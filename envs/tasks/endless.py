@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 from gymnasium.spaces import Box, Discrete
-from pettingzoo import ParallelEnv
+from marl_envs.tasks.base import SpaceTableEnv
 
 
-class EndlessEnv(ParallelEnv):
+class EndlessEnv(SpaceTableEnv):
     """Constant observations, reward 1.0 per step, truncated at ``max_steps``.
 
     Args:
@@ -42,12 +42,6 @@ class EndlessEnv(ParallelEnv):
         }
         self.action_spaces = {agent: Discrete(2) for agent in self.possible_agents}
         self._steps = 0
-
-    def observation_space(self, agent: str) -> Box:
-        return self.observation_spaces[agent]
-
-    def action_space(self, agent: str) -> Discrete:
-        return self.action_spaces[agent]
 
     def reset(
         self, seed: int | None = None, options: dict[str, Any] | None = None

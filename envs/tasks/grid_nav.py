@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium.spaces import Box, Discrete
-from pettingzoo import ParallelEnv
+from marl_envs.tasks.base import SpaceTableEnv
 
 FRAMES = ("world", "agent")
 
@@ -52,7 +52,7 @@ BLOCKED, OTHER_AGENT, OWN_GOAL = range(3)
 CHANNELS = 3
 
 
-class GridNavEnv(ParallelEnv):
+class GridNavEnv(SpaceTableEnv):
     """Several agents, one goal each, on a grid seen through a local window.
 
     Args:
@@ -99,12 +99,6 @@ class GridNavEnv(ParallelEnv):
         self.heading = np.full(num_agents, NORTH, dtype=np.int64)
         self.present = np.zeros(num_agents, dtype=bool)
         self._steps = 0
-
-    def observation_space(self, agent: str) -> Box:
-        return self.observation_spaces[agent]
-
-    def action_space(self, agent: str) -> Discrete:
-        return self.action_spaces[agent]
 
     def reset(
         self, seed: int | None = None, options: dict[str, Any] | None = None

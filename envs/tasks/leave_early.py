@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium.spaces import Box, Discrete
-from pettingzoo import ParallelEnv
+from marl_envs.tasks.base import SpaceTableEnv
 
 LATE_AGENT = "late_0"
 LATE_ENTRY_STEP = 2
@@ -25,7 +25,7 @@ LATE_REWARD = 0.5
 STEP_REWARD = 0.1
 
 
-class LeaveEarlyEnv(ParallelEnv):
+class LeaveEarlyEnv(SpaceTableEnv):
     """Agent ``i`` terminates after ``i + 1`` steps; optionally one agent enters late.
 
     Args:
@@ -46,12 +46,6 @@ class LeaveEarlyEnv(ParallelEnv):
         }
         self.action_spaces = {agent: Discrete(2) for agent in self.possible_agents}
         self._steps = 0
-
-    def observation_space(self, agent: str) -> Box:
-        return self.observation_spaces[agent]
-
-    def action_space(self, agent: str) -> Discrete:
-        return self.action_spaces[agent]
 
     def reset(
         self, seed: int | None = None, options: dict[str, Any] | None = None

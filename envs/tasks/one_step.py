@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium.spaces import Box, Discrete
-from pettingzoo import ParallelEnv
+from marl_envs.tasks.base import SpaceTableEnv
 
 PAYOFFS: dict[str, list[list[float]]] = {
     "climbing": [[11.0, -30.0, 0.0], [-30.0, 7.0, 6.0], [0.0, 0.0, 5.0]],
@@ -31,7 +31,7 @@ _Step = tuple[dict[str, np.ndarray], dict[str, float], dict[str, bool], dict[str
               dict[str, dict[str, Any]]]
 
 
-class MatrixGameEnv(ParallelEnv):
+class MatrixGameEnv(SpaceTableEnv):
     """A two-player one-step cooperative matrix game with a constant observation.
 
     Args:
@@ -56,12 +56,6 @@ class MatrixGameEnv(ParallelEnv):
         self.observation_spaces = {a: Box(0.0, 1.0, shape=(1,), dtype=np.float32)
                                    for a in self.possible_agents}
         self.action_spaces = {a: Discrete(size) for a in self.possible_agents}
-
-    def observation_space(self, agent: str) -> Box:
-        return self.observation_spaces[agent]
-
-    def action_space(self, agent: str) -> Discrete:
-        return self.action_spaces[agent]
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
@@ -89,7 +83,7 @@ class MatrixGameEnv(ParallelEnv):
         return {a: np.ones(1, dtype=np.float32) for a in self.possible_agents}
 
 
-class ReachEnv(ParallelEnv):
+class ReachEnv(SpaceTableEnv):
     """Each agent moves its action onto its own target point; one step; team reward.
 
     Args:
@@ -110,12 +104,6 @@ class ReachEnv(ParallelEnv):
                               for a in self.possible_agents}
         self._rng = np.random.default_rng()
         self._targets = np.zeros((num_agents, dim), dtype=np.float32)
-
-    def observation_space(self, agent: str) -> Box:
-        return self.observation_spaces[agent]
-
-    def action_space(self, agent: str) -> Box:
-        return self.action_spaces[agent]
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
