@@ -17,12 +17,18 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.common import emit, plot_vs_agents, run_fresh, summary, write_results
+from benchmarks.common import (
+    add_output_arguments,
+    emit,
+    plot_vs_agents,
+    run_fresh,
+    summary,
+    write_results,
+)
 
 MODULE = "benchmarks.backends"
 KINDS = ("loop", "fork", "batched", "shared")
@@ -137,10 +143,7 @@ def main() -> None:
     parser.add_argument("--block-s", type=float, default=0.05, help="target seconds a block")
     parser.add_argument("--budget-s", type=float, default=0.3,
                         help="cap on timed seconds per mode and configuration")
-    parser.add_argument("--quick", action="store_true", help="tiny grid, for tests")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/backends"))
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--kind", choices=KINDS, help=argparse.SUPPRESS)
+    add_output_arguments(parser, "backends", "tiny grid, for tests", KINDS)
     args = parser.parse_args()
     if args.worker:
         _worker(args)

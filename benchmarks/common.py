@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
@@ -38,6 +39,18 @@ def _cpu_count() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, name: str, quick: str,
+                         kinds: Sequence[str] = ()) -> None:
+    """The flags every benchmark takes: ``--quick``, ``--out`` (default
+    ``benchmarks/results/NAME``) and, for those that time in fresh processes, the hidden
+    ``--worker``/``--kind`` that :func:`run_fresh` passes to the child."""
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results") / name)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    if kinds:
+        parser.add_argument("--kind", choices=list(kinds), help=argparse.SUPPRESS)
 
 
 def run_fresh(module: str, args: Sequence[str]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import run_fresh, write_results
+from benchmarks.common import add_output_arguments, run_fresh, write_results
 from marl.checkpoint import atomic_write_text
 
 MODULE = "benchmarks.frames"
@@ -147,11 +147,9 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=16, help="env.num_envs")
     parser.add_argument("--episodes", type=int, default=1_000,
                         help="resets averaged for the best possible return")
-    parser.add_argument("--quick", action="store_true", help="1 seed, 400 steps, for tests")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/frames"))
+    add_output_arguments(parser, "frames", "1 seed, 400 steps, for tests")
     parser.add_argument("--runs", type=Path, default=None,
                         help="keep the run directories here (default: a temporary folder)")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--frame", choices=FRAMES, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", help=argparse.SUPPRESS)

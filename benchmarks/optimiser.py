@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,7 +33,7 @@ from benchmarks.backends import (
     pick_device,
     time_blocks,
 )
-from benchmarks.common import emit, plot_vs_agents, run_fresh, write_results
+from benchmarks.common import add_output_arguments, emit, plot_vs_agents, run_fresh, write_results
 
 MODULE = "benchmarks.optimiser"
 IMPLEMENTATIONS: dict[str, dict[str, Any]] = {
@@ -119,9 +118,7 @@ def main() -> None:
     parser.add_argument("--block-s", type=float, default=0.05, help="target seconds a block")
     parser.add_argument("--budget-s", type=float, default=0.3,
                         help="cap on timed seconds per variant and N")
-    parser.add_argument("--quick", action="store_true", help="tiny grid, for tests")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/optimiser"))
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    add_output_arguments(parser, "optimiser", "tiny grid, for tests")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

@@ -16,12 +16,18 @@ from __future__ import annotations
 import argparse
 import resource
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.common import emit, plot_vs_agents, run_fresh, summary, write_results
+from benchmarks.common import (
+    add_output_arguments,
+    emit,
+    plot_vs_agents,
+    run_fresh,
+    summary,
+    write_results,
+)
 
 MODULE = "benchmarks.scaling"
 KINDS = {"shared": ("shared", "batched"), "batched": ("independent", "batched"),
@@ -95,10 +101,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3, help="timed iterations")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
-    parser.add_argument("--quick", action="store_true", help="tiny grid, for tests")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/scaling"))
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--kind", choices=list(KINDS), help=argparse.SUPPRESS)
+    add_output_arguments(parser, "scaling", "tiny grid, for tests", KINDS)
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="further config overrides, e.g. algo.update_epochs=2")
     args = parser.parse_args()

@@ -21,7 +21,14 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import emit, plot_vs_agents, run_fresh, summary, write_results
+from benchmarks.common import (
+    add_output_arguments,
+    emit,
+    plot_vs_agents,
+    run_fresh,
+    summary,
+    write_results,
+)
 
 MODULE = "benchmarks.throughput"
 DEFAULT_ALGOS = ("ippo", "vdn")
@@ -107,10 +114,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400, help="ceiling: batched steps")
     parser.add_argument("--train-steps", type=int, default=20_000,
                         help="training: env steps per measured run")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/throughput"))
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--kind", choices=("ceiling", "training"), help=argparse.SUPPRESS)
+    add_output_arguments(parser, "throughput", "tiny sizes, for tests", ("ceiling", "training"))
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides for the training side")
     args = parser.parse_args()

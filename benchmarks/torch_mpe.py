@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import run_fresh, summary, write_results
+from benchmarks.common import add_output_arguments, run_fresh, summary, write_results
 
 MODULE = "benchmarks.torch_mpe"
 TASKS = ("simple_spread_v3", "simple_speaker_listener_v4", "simple_reference_v3")
@@ -203,10 +203,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="device of the torch tasks")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=1.5, help="timed span per measurement")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/torch_mpe"))
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--kind", choices=("env", "training"), help=argparse.SUPPRESS)
+    add_output_arguments(parser, "torch_mpe", "tiny sizes, for tests", ("env", "training"))
     parser.add_argument("--task", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides for the training side")

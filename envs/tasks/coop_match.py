@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from gymnasium.spaces import Box, Discrete
 from marl_envs.tasks.base import SpaceTableEnv
+from marl_envs.wrappers import ParallelStep
 
 
 class CoopMatchEnv(SpaceTableEnv):
@@ -58,13 +59,7 @@ class CoopMatchEnv(SpaceTableEnv):
 
     def step(
         self, actions: dict[str, Any]
-    ) -> tuple[
-        dict[str, np.ndarray],
-        dict[str, float],
-        dict[str, bool],
-        dict[str, bool],
-        dict[str, dict[str, Any]],
-    ]:
+    ) -> ParallelStep:
         targets = (self._cues + np.arange(len(self.possible_agents))) % self.num_cues
         matches = [actions.get(agent) == targets[index] for index, agent in enumerate(self.agents)]
         team_reward = float(np.mean(matches)) if matches else 0.0

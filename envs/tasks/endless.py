@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from gymnasium.spaces import Box, Discrete
 from marl_envs.tasks.base import SpaceTableEnv
+from marl_envs.wrappers import ParallelStep
 
 
 class EndlessEnv(SpaceTableEnv):
@@ -52,13 +53,7 @@ class EndlessEnv(SpaceTableEnv):
 
     def step(
         self, actions: dict[str, Any]
-    ) -> tuple[
-        dict[str, np.ndarray],
-        dict[str, float],
-        dict[str, bool],
-        dict[str, bool],
-        dict[str, dict[str, Any]],
-    ]:
+    ) -> ParallelStep:
         self._steps += 1
         time_is_up = self._steps >= self.max_steps
         observations = self._observations()

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from gymnasium.spaces import Box, Discrete
 from marl_envs.tasks.base import SpaceTableEnv
+from marl_envs.wrappers import ParallelStep
 
 FRAMES = ("world", "agent")
 
@@ -120,13 +121,7 @@ class GridNavEnv(SpaceTableEnv):
 
     def step(
         self, actions: dict[str, Any]
-    ) -> tuple[
-        dict[str, np.ndarray],
-        dict[str, float],
-        dict[str, bool],
-        dict[str, bool],
-        dict[str, dict[str, Any]],
-    ]:
+    ) -> ParallelStep:
         acting = list(self.agents)
         action = np.zeros(len(self.possible_agents), dtype=np.int64)
         for agent in acting:

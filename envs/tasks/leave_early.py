@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from gymnasium.spaces import Box, Discrete
 from marl_envs.tasks.base import SpaceTableEnv
+from marl_envs.wrappers import ParallelStep
 
 LATE_AGENT = "late_0"
 LATE_ENTRY_STEP = 2
@@ -56,13 +57,7 @@ class LeaveEarlyEnv(SpaceTableEnv):
 
     def step(
         self, actions: dict[str, Any]
-    ) -> tuple[
-        dict[str, np.ndarray],
-        dict[str, float],
-        dict[str, bool],
-        dict[str, bool],
-        dict[str, dict[str, Any]],
-    ]:
+    ) -> ParallelStep:
         self._steps += 1
         acting = list(self.agents)
         leaving = {agent for agent in acting if self._leaves_now(agent)}

@@ -21,14 +21,24 @@ from typing import Any
 import numpy as np
 from gymnasium.spaces import Box, Discrete
 from marl_envs.tasks.base import SpaceTableEnv
+from marl_envs.wrappers import ParallelStep
 
 PAYOFFS: dict[str, list[list[float]]] = {
     "climbing": [[11.0, -30.0, 0.0], [-30.0, 7.0, 6.0], [0.0, 0.0, 5.0]],
     "penalty": [[10.0, 0.0, -10.0], [0.0, 2.0, 0.0], [-10.0, 0.0, 10.0]],
 }
 
-_Step = tuple[dict[str, np.ndarray], dict[str, float], dict[str, bool], dict[str, bool],
-              dict[str, dict[str, Any]]]
+
+
+def _end_episode(env: MatrixGameEnv | ReachEnv, reward: float) -> ParallelStep:
+    """The one step of a one-step game: every agent gets ``reward`` and terminates."""
+    observations = env._observations()
+    rewards = dict.fromkeys(env.agents, reward)
+    terminations = dict.fromkeys(env.agents, True)
+    truncations = dict.fromkeys(env.agents, False)
+    infos: dict[str, dict[str, Any]] = {a: {} for a in env.agents}
+    env.agents = []
+    return observations, rewards, terminations, truncations, infos
 
 
 class MatrixGameEnv(SpaceTableEnv):
@@ -62,15 +72,9 @@ class MatrixGameEnv(SpaceTableEnv):
         self.agents = list(self.possible_agents)
         return self._observations(), {a: {} for a in self.agents}
 
-    def step(self, actions: dict[str, Any]) -> _Step:
+    def step(self, actions: dict[str, Any]) -> ParallelStep:
         reward = float(self.payoff[int(actions["agent_0"]), int(actions["agent_1"])])
-        observations = self._observations()
-        rewards = dict.fromkeys(self.agents, reward)
-        terminations = dict.fromkeys(self.agents, True)
-        truncations = dict.fromkeys(self.agents, False)
-        infos: dict[str, dict[str, Any]] = {a: {} for a in self.agents}
-        self.agents = []
-        return observations, rewards, terminations, truncations, infos
+        return _end_episode(self, reward)
 
     def state(self) -> np.ndarray:
         """``[1]``: the game has one state."""
@@ -113,17 +117,11 @@ class ReachEnv(SpaceTableEnv):
         self._targets = self._rng.uniform(-1.0, 1.0, self._targets.shape).astype(np.float32)
         return self._observations(), {a: {} for a in self.agents}
 
-    def step(self, actions: dict[str, Any]) -> _Step:
+    def step(self, actions: dict[str, Any]) -> ParallelStep:
         chosen = np.stack([np.asarray(actions[a], dtype=np.float32)
                            for a in self.possible_agents])
         reward = -float(((chosen - self._targets) ** 2).sum(-1).mean())
-        observations = self._observations()
-        rewards = dict.fromkeys(self.agents, reward)
-        terminations = dict.fromkeys(self.agents, True)
-        truncations = dict.fromkeys(self.agents, False)
-        infos: dict[str, dict[str, Any]] = {a: {} for a in self.agents}
-        self.agents = []
-        return observations, rewards, terminations, truncations, infos
+        return _end_episode(self, reward)
 
     def state(self) -> np.ndarray:
         """``[N * d]``: every agent's target, concatenated."""
