@@ -112,3 +112,15 @@ def test_load_sweep_checks_the_shape(tmp_path: Path) -> None:
     path.write_text("- 3\n")
     with pytest.raises(ConfigError, match="list of experiment blocks"):
         load_sweep(path)
+
+
+def test_descriptor_names_the_entry_of_a_mapping_that_differs() -> None:
+    runs = expand([{"hpset": ["vdn_mpe", "matd3_mpe"]},
+                   {"env.kwargs": {"N": [4]}, "seed": 3}])
+    keys = varying_keys(runs)
+    assert "env.kwargs.continuous_actions" in keys and "env.kwargs.N" in keys
+    assert "env.kwargs" not in keys
+    names = [descriptor("a1b2c3d", run, keys) for run in runs]
+    assert "env.kwargs.continuous_actions=True" in names[1]
+    assert "env.kwargs.continuous_actions=None" in names[0]
+    assert "env.kwargs.N=4" in names[2]

@@ -131,13 +131,33 @@ def flat_values(config: Any, prefix: str = "") -> dict[str, Any]:
     return values
 
 
+def _descriptive_values(config: Any) -> dict[str, Any]:
+    """:func:`flat_values`, with mapping values (``env.kwargs``, ``env.groups``) opened up
+    into dotted sub-keys, so a descriptor names the entry that differs."""
+    values: dict[str, Any] = {}
+
+    def put(key: str, value: Any) -> None:
+        if isinstance(value, dict):  # an empty mapping adds no key
+            for sub, item in value.items():
+                put(f"{key}.{sub}", item)
+        else:
+            values[key] = value
+
+    for key, value in flat_values(config).items():
+        put(key, value)
+    return values
+
+
 def varying_keys(runs: Sequence[RunSpec]) -> list[str]:
-    """Config keys whose resolved value differs between runs (seed and run.* excluded)."""
-    flats = [flat_values(run.config) for run in runs]
-    if not flats:
-        return []
-    return [key for key in flats[0]
-            if key not in _NOT_DESCRIPTIVE
+    """Config keys whose resolved value differs between runs (seed and run.* excluded).
+
+    Entries of mapping-valued keys count one by one (``env.kwargs.N``); an entry that some
+    runs lack is ``None`` in theirs.
+    """
+    flats = [_descriptive_values(run.config) for run in runs]
+    keys = list(dict.fromkeys(key for flat in flats for key in flat))
+    return [key for key in keys
+            if not any(key == skip or key.startswith(skip + ".") for skip in _NOT_DESCRIPTIVE)
             and len({_format(flat.get(key)) for flat in flats}) > 1]
 
 
@@ -164,6 +184,6 @@ def descriptor(label: str, run: RunSpec, keys: Sequence[str]) -> str:
 
     ``label`` is :func:`revision_label`'s: runs of different code never share a name.
     """
-    flat = flat_values(run.config)
+    flat = _descriptive_values(run.config)
     parts = [label] + [f"{key}={_format(flat.get(key))}" for key in keys]
     return "__".join(parts)
