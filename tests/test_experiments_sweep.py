@@ -116,7 +116,7 @@ def test_load_sweep_checks_the_shape(tmp_path: Path) -> None:
 
 def test_descriptor_names_the_entry_of_a_mapping_that_differs() -> None:
     runs = expand([{"hpset": ["vdn_mpe", "matd3_mpe"]},
-                   {"env.kwargs": {"N": [4]}, "seed": 3}])
+                   {"env.kwargs.N": 4, "seed": 3}])
     keys = varying_keys(runs)
     assert "env.kwargs.continuous_actions" in keys and "env.kwargs.N" in keys
     assert "env.kwargs" not in keys

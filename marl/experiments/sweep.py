@@ -157,7 +157,7 @@ def varying_keys(runs: Sequence[RunSpec]) -> list[str]:
     flats = [_descriptive_values(run.config) for run in runs]
     keys = list(dict.fromkeys(key for flat in flats for key in flat))
     return [key for key in keys
-            if not any(key == skip or key.startswith(skip + ".") for skip in _NOT_DESCRIPTIVE)
+            if key not in _NOT_DESCRIPTIVE
             and len({_format(flat.get(key)) for flat in flats}) > 1]
 
 
