@@ -150,8 +150,8 @@ class AlgoConfig:
     mixer_embed: int = _help("qmix: hidden size of the mixing network", default=32)
     exploration_noise: float = _help("maddpg/matd3: std of Gaussian action noise (actions "
                                      "scaled to [-1, 1])", default=0.1)
-    policy_delay: int = _help("matd3: critic updates per actor and target update "
-                              "(maddpg: 1)", default=2)
+    policy_delay: int = _help("matd3: critic updates per actor and soft target "
+                              "update (maddpg: 1)", default=2)
     target_noise: float = _help("matd3: std of the target policy smoothing noise",
                                 default=0.2)
     target_noise_clip: float = _help("matd3: clip of the target policy smoothing noise",

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from marl.algos import off_policy
 from marl.algos.ddpg import DDPG
 from marl.algos.off_policy import OffPolicy
 from marl.algos.q_learning import QLearning, QMixer
@@ -203,6 +204,43 @@ def test_hard_target_updates_copy_every_interval() -> None:
         equal.append(all(torch.equal(a, b) for a, b in zip(
             algo.q.parameters(), algo.target_q.parameters(), strict=True)))
     assert equal == [False, True, False, True]
+
+
+def _targets_equal_online(algo: OffPolicy) -> bool:
+    return all(torch.equal(a, b) for online, target in algo.target_pairs()
+               for a, b in zip(online.parameters(), target.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("name,interval,delay,updates", [
+    ("matd3", 200, 2, 1000),  # the defaults: 5 copies due
+    ("matd3", 4, 2, 200), ("matd3", 6, 3, 200), ("matd3", 5, 2, 200), ("matd3", 3, 4, 200),
+    ("maddpg", 4, 2, 40), ("vdn", 3, 2, 30),
+])
+def test_hard_targets_are_copied_every_interval_whatever_the_policy_delay(
+        monkeypatch: pytest.MonkeyPatch, name: str, interval: int, delay: int,
+        updates: int) -> None:
+    """A hard copy is due after every ``target_update_interval`` updates; under MATD3 the
+    actor only trains every ``policy_delay`` updates, which must not skip the copies."""
+    algo = _build(name, **{"algo.target_update": "hard", "algo.gradient_steps": "1",
+                           "algo.target_update_interval": str(interval),
+                           "algo.policy_delay": str(delay)})
+    copies: list[int] = []
+    real_update = off_policy.update_targets
+
+    def counting(pairs: list[tuple[nn.Module, nn.Module]], tau: float) -> None:
+        assert tau == 1.0
+        copies.append(algo.num_updates)
+        real_update(pairs, tau)
+
+    monkeypatch.setattr(off_policy, "update_targets", counting)
+    tracker = _tracker(algo)
+    while algo.replay.num_transitions < 16:
+        algo.collect(tracker)
+    for _ in range(updates):
+        algo.update(0.0)
+        if algo.num_updates % interval == 0:
+            assert _targets_equal_online(algo), f"no copy at update {algo.num_updates}"
+    assert copies == list(range(interval, updates + 1, interval))
 
 
 def test_off_policy_run_resumes_with_its_counters(tmp_path: Path) -> None:

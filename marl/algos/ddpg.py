@@ -6,8 +6,9 @@ agent ``i`` follows ``dQ_i/da_i`` with the other agents' actions taken from repl
 MADDPG. MATD3 adds TD3's three changes (Fujimoto et al. 2018, arXiv:1802.09477;
 Ackermann et al. 2019, arXiv:1910.01465): twin critics and the minimum of their targets
 (clipped double Q), clipped Gaussian noise on the target actor's action (target policy
-smoothing), and actor and target updates only every ``policy_delay`` critic updates
-(on the other updates the actor terms are left out of the summed loss).
+smoothing), and actor and soft target updates only every ``policy_delay`` critic
+updates (on the other updates the actor terms are left out of the summed loss); hard
+target copies keep to ``target_update_interval`` whatever the delay.
 
 Actions are kept in ``[-1, 1]`` (a tanh head) and scaled to the env's Box bounds only
 when handed to the env. Exploration adds Gaussian noise; before ``warmup_steps``
@@ -190,10 +191,16 @@ class DDPG(OffPolicy):
         return total
 
     def target_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        """Actor and critic targets; under MATD3 only on the updates that train actors."""
-        if not self._actor_due:
-            return []
+        """Actor and critic targets."""
         return [(self.actor, self.target_actor), (self.critics, self.target_critics)]
+
+    def soft_targets_due(self) -> bool:
+        """Under MATD3 soft targets move only on the updates that train actors (TD3).
+
+        Hard copies do not wait for an actor update: they follow the update count, so a
+        ``target_update_interval`` that is a multiple of ``policy_delay`` still copies.
+        """
+        return self._actor_due
 
     def modules(self) -> dict[str, nn.Module]:
         return {"actor": self.actor, "critics": self.critics, "target_actor": self.target_actor,

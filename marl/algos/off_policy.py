@@ -112,8 +112,12 @@ class OffPolicy:
         raise NotImplementedError
 
     def target_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        """``(online, target)`` modules to move after this update (may be empty)."""
+        """Every ``(online, target)`` pair of modules."""
         raise NotImplementedError
+
+    def soft_targets_due(self) -> bool:
+        """Whether soft targets move after the update just taken (every update here)."""
+        return True
 
     def modules(self) -> dict[str, nn.Module]:
         """Everything with state to checkpoint."""
@@ -235,13 +239,14 @@ class OffPolicy:
         return metrics
 
     def _move_targets(self) -> None:
-        pairs = self.target_pairs()
-        if not pairs:
-            return
+        """Soft updates when the learner says they are due; hard copies of every target
+        after each ``target_update_interval`` updates, decided on the update count alone
+        (a delay such as TD3's must not make the count skip past the copies)."""
         if self.algo.target_update == "soft":
-            update_targets(pairs, self.algo.tau)
+            if self.soft_targets_due():
+                update_targets(self.target_pairs(), self.algo.tau)
         elif self.num_updates % self.algo.target_update_interval == 0:
-            update_targets(pairs, 1.0)
+            update_targets(self.target_pairs(), 1.0)
 
     # -------------------------------------------------------------- checkpoint
     def extra_state(self) -> dict[str, Any]:
