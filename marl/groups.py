@@ -119,12 +119,20 @@ class AgentGroup(nn.Module):
         action = dist.mode() if deterministic else dist.sample()
         return ActionOutput(action, dist.log_prob(action))
 
+    def prediction(self, critic_input: torch.Tensor) -> torch.Tensor:
+        """The critic's own output ``[*B, A]`` from ``critic_input: [*B, A, C]``: in
+        normalised units under value normalisation, else in return units."""
+        return self.critic(critic_input).squeeze(-1)
+
+    def to_return_units(self, prediction: torch.Tensor) -> torch.Tensor:
+        """Values ``[*B, A]`` in return units from the critic's ``prediction: [*B, A]``."""
+        if self.value_norm is None:
+            return prediction
+        return self.value_norm.denormalize(prediction)
+
     def value(self, critic_input: torch.Tensor) -> torch.Tensor:
         """Values ``[*B, A]`` (in return units) from ``critic_input: [*B, A, C]``."""
-        value = self.critic(critic_input).squeeze(-1)
-        if self.value_norm is not None:
-            value = self.value_norm.denormalize(value)
-        return value
+        return self.to_return_units(self.prediction(critic_input))
 
     def env_action(self, action: torch.Tensor) -> torch.Tensor:
         """Actions as the env takes them: Gaussian samples clipped to the Box bounds."""

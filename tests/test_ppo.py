@@ -7,10 +7,11 @@ import pytest
 import torch
 from marl_envs import GroupSpec, make
 
-from marl.algos.ppo import PPO, Minibatch, ppo_loss
+from marl.algos.ppo import PPO, Minibatch, _take, ppo_loss
 from marl.config import load
 from marl.groups import AgentGroup
 from marl.logging import EpisodeTracker
+from marl.returns import gae
 
 GAMMA = 0.9
 
@@ -117,3 +118,63 @@ def test_entropy_of_uniform_policy_at_init() -> None:
     group = AgentGroup(_spec(gymnasium.spaces.Discrete(5)), 4, "shared", config)
     entropy = group.distribution(torch.randn(100, 3, 4)).entropy()
     assert torch.allclose(entropy, torch.full_like(entropy, math.log(5)), atol=1e-2)
+
+
+def _rollout_with_value_norm(task: str) -> PPO:
+    """A PPO learner after one rollout on ``task``, value normalisation and clipping on."""
+    config = load(overrides={
+        "env.task": task, "env.num_envs": "4", "algo.num_steps": "16",
+        "algo.value_norm": "true", "algo.clip_vloss": "true", "algo.reward_norm": "none",
+        "groups.hidden": "[16]",
+    })
+    torch.manual_seed(0)
+    env = make(task, num_envs=4)
+    algo = PPO(env, config, torch.device("cpu"))
+    algo.collect(EpisodeTracker({n: s.num_agents for n, s in env.groups.items()}, 4,
+                                torch.device("cpu")))
+    return algo
+
+
+def test_value_clipping_is_centred_on_the_critics_own_old_prediction() -> None:
+    """Before any gradient step the prediction equals the old one, so clipping the value
+    loss changes neither the loss nor its gradient, even though the value normaliser's
+    statistics move when they absorb the rollout's returns."""
+    algo = _rollout_with_value_norm("toy/endless")
+    group = algo.groups["agent"]
+    assert isinstance(group, AgentGroup) and group.value_norm is not None
+    mean_before = group.value_norm.mean.clone()
+    batch = algo._flat_batches()["agent"]
+    assert float((group.value_norm.mean - mean_before).abs()) > 1.0  # the statistics moved
+    first = torch.randperm(batch.obs.shape[0]).chunk(algo.algo.num_minibatches)[0]
+    minibatch = _take(batch, first)
+    grads, values = [], []
+    for clip in (False, True):
+        group.zero_grad()
+        terms = ppo_loss(group, minibatch, 0.2, 0.0, 0.5, clip, True)
+        terms["value"].backward()
+        values.append(terms["value"].detach())
+        grads.append([p.grad.clone() for p in group.critic.parameters()])
+    torch.testing.assert_close(values[0], values[1])
+    for unclipped, clipped in zip(*grads, strict=True):
+        torch.testing.assert_close(unclipped, clipped)
+    with torch.no_grad():
+        prediction = group.critic(minibatch.critic_input).squeeze(-1)
+    torch.testing.assert_close(minibatch.old_prediction, prediction)
+
+
+def test_returns_use_values_in_return_units_under_value_normalisation() -> None:
+    """GAE runs on de-normalised values: ``V = prediction * std + mean``."""
+    algo = _rollout_with_value_norm("toy/coop_match")
+    group, store = algo.groups["agent"], algo.storage["agent"]
+    assert isinstance(group, AgentGroup) and group.value_norm is not None
+    group.value_norm.mean.fill_(3.0)
+    group.value_norm.var.fill_(4.0)
+    advantages, returns, values = algo.advantages("agent")
+    with torch.no_grad():
+        prediction = group.critic(store.obs).squeeze(-1)
+        next_values = group.critic(store.final_obs).squeeze(-1) * 2.0 + 3.0
+    torch.testing.assert_close(values, prediction * 2.0 + 3.0)
+    expected = gae(store.reward, values, next_values, store.terminated, store.truncated,
+                   algo.algo.gamma, algo.algo.gae_lambda)
+    torch.testing.assert_close(advantages, expected)
+    torch.testing.assert_close(returns, advantages + values)

@@ -48,7 +48,13 @@ class GroupRollout(NamedTuple):
 
 
 class Minibatch(NamedTuple):
-    """One group's training samples, ``[N, A, ...]`` (time and env folded, agents kept)."""
+    """One group's training samples, ``[N, A, ...]`` (time and env folded, agents kept).
+
+    ``returns`` are in return units; ``old_prediction`` is the critic's own output when
+    the rollout was evaluated (normalised under value normalisation), the centre of
+    value clipping: a centre rebuilt from values through statistics that have moved
+    since would not be the critic's old prediction.
+    """
 
     obs: torch.Tensor
     critic_input: torch.Tensor
@@ -56,9 +62,22 @@ class Minibatch(NamedTuple):
     log_prob: torch.Tensor
     advantage: torch.Tensor
     returns: torch.Tensor
-    value: torch.Tensor
+    old_prediction: torch.Tensor
     alive: torch.Tensor
     action_mask: torch.Tensor | None
+
+
+class Estimates(NamedTuple):
+    """A group's GAE estimates over the stored rollout, each ``[T, E, A]``.
+
+    ``advantages``, ``returns`` and ``values`` are in return units; ``prediction`` is the
+    critic's output that ``values`` were de-normalised from.
+    """
+
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    values: torch.Tensor
+    prediction: torch.Tensor
 
 
 class PPO:
@@ -182,13 +201,19 @@ class PPO:
         on the stored observations and V(s'_t) on the final observations, so truncated
         steps bootstrap from the state they were cut at.
         """
+        estimates = self._estimates(name)
+        return estimates.advantages, estimates.returns, estimates.values
+
+    @torch.no_grad()
+    def _estimates(self, name: str) -> Estimates:
         group, store = self.groups[name], self.storage[name]
         assert isinstance(group, AgentGroup)
-        values = group.value(self.critic_input(name, store.obs, self.state))
+        prediction = group.prediction(self.critic_input(name, store.obs, self.state))
+        values = group.to_return_units(prediction)
         next_values = group.value(self.critic_input(name, store.final_obs, self.final_state))
         advantages = gae(store.reward, values, next_values, store.terminated, store.truncated,
                          self.algo.gamma, self.algo.gae_lambda)
-        return advantages, advantages + values, values
+        return Estimates(advantages, advantages + values, values, prediction)
 
     def update(self, progress: float) -> dict[str, float]:
         """Train on the stored rollout; ``progress`` in [0, 1] drives the schedules."""
@@ -229,9 +254,9 @@ class PPO:
         for name, store in self.storage.items():
             group = self.groups[name]
             assert isinstance(group, AgentGroup)
-            advantages, returns, values = self.advantages(name)
+            estimates = self._estimates(name)
             if group.value_norm is not None:
-                group.value_norm.update(returns, store.alive)
+                group.value_norm.update(estimates.returns, store.alive)
             critic_input = self.critic_input(name, store.obs, self.state)
 
             def flat(x: torch.Tensor) -> torch.Tensor:
@@ -239,7 +264,8 @@ class PPO:
 
             batches[name] = Minibatch(
                 flat(store.obs), flat(critic_input), flat(store.action), flat(store.log_prob),
-                flat(advantages), flat(returns), flat(values), flat(store.alive),
+                flat(estimates.advantages), flat(estimates.returns),
+                flat(estimates.prediction), flat(store.alive),
                 None if store.action_mask is None else flat(store.action_mask),
             )
         return batches
@@ -289,10 +315,10 @@ def ppo_loss(group: AgentGroup, batch: Minibatch, clip_coef: float, ent_coef: fl
     ratio = log_ratio.exp()
     policy = mean(torch.maximum(-advantage * ratio,
                                 -advantage * ratio.clamp(1 - clip_coef, 1 + clip_coef)))
-    prediction = group.critic(batch.critic_input).squeeze(-1)
-    target, old = batch.returns, batch.value
-    if group.value_norm is not None:
-        target, old = group.value_norm.normalize(target), group.value_norm.normalize(old)
+    prediction = group.prediction(batch.critic_input)
+    target, old = batch.returns, batch.old_prediction
+    if group.value_norm is not None:  # the critic's units, with the updated statistics
+        target = group.value_norm.normalize(target)
     squared_error = (prediction - target) ** 2
     if clip_vloss:  # element-wise max, then the mean (as in the PPO reference code)
         clipped = old + (prediction - old).clamp(-clip_coef, clip_coef)
@@ -311,7 +337,7 @@ def _take(batch: Minibatch, index: torch.Tensor) -> Minibatch:
     mask = None if batch.action_mask is None else batch.action_mask[index]
     return Minibatch(batch.obs[index], batch.critic_input[index], batch.action[index],
                      batch.log_prob[index], batch.advantage[index], batch.returns[index],
-                     batch.value[index], batch.alive[index], mask)
+                     batch.old_prediction[index], batch.alive[index], mask)
 
 
 def _allocate(group: AgentGroup, steps: int, num_envs: int,
