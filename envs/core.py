@@ -54,7 +54,8 @@ class GroupObs(NamedTuple):
     Attributes:
         obs: ``[E, A_g, *obs_shape]`` float32.
         alive: ``[E, A_g]`` bool, agents that act at this step.
-        action_mask: ``[E, A_g, n]`` bool (True = allowed) or None. Slots of agents
+        action_mask: ``[E, A_g, n]`` bool (True = allowed) or None; index ``i`` is the
+            action ``start + i`` of a ``Discrete(n, start)`` space. Slots of agents
             that are not alive, or that reported no mask, allow every action; the
             padding actions of an agent with fewer actions than its group's Discrete
             (``AgentSlot.num_actions``) are masked while it is alive.
@@ -131,7 +132,8 @@ class BatchedEnv(Protocol):
         """Step every copy.
 
         Args:
-            actions: per group, ``[E, A_g]`` int64 for ``Discrete`` spaces or
+            actions: per group, ``[E, A_g]`` int64 for ``Discrete`` spaces (the space's
+                own values, ``start .. start + n - 1``) or
                 ``[E, A_g, *shape]`` float32 for ``Box`` spaces. Entries of agents that
                 are not alive are ignored.
         """

@@ -77,6 +77,8 @@ class AgentGroup(nn.Module):
             self.log_std = nn.Parameter(torch.full(std_shape, config.algo.log_std_init))
         self.obs_norm = RunningMeanStd((self.obs_features,)) if config.algo.obs_norm else None
         self.value_norm = RunningMeanStd(()) if config.algo.value_norm else None
+        # Policies index a Discrete(n, start=s) space by 0..n-1; the env takes s..s+n-1.
+        self.action_start = discrete_start(spec.action_space)
         if self.discrete:
             self.register_buffer("_action_low", torch.zeros(0), persistent=False)
             self.register_buffer("_action_high", torch.zeros(0), persistent=False)
@@ -135,9 +137,10 @@ class AgentGroup(nn.Module):
         return self.to_return_units(self.prediction(critic_input))
 
     def env_action(self, action: torch.Tensor) -> torch.Tensor:
-        """Actions as the env takes them: Gaussian samples clipped to the Box bounds."""
+        """Actions as the env takes them: indices shifted by the Discrete space's start,
+        Gaussian samples clipped to the Box bounds."""
         if self.discrete:
-            return action
+            return action + self.action_start if self.action_start else action
         high, low = self._action_high, self._action_low
         assert isinstance(high, torch.Tensor) and isinstance(low, torch.Tensor)
         return torch.maximum(torch.minimum(action, high), low)
@@ -187,6 +190,11 @@ class _Gaussian:
 
 
 _Distribution = _Categorical | _Gaussian
+
+
+def discrete_start(space: gymnasium.Space) -> int:
+    """The first action of a ``Discrete`` space (``start``), 0 for any other space."""
+    return int(space.start) if isinstance(space, gymnasium.spaces.Discrete) else 0
 
 
 def _action_layout(spec: GroupSpec) -> tuple[bool, int]:

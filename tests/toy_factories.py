@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 from marl_envs.tasks.coop_match import CoopMatchEnv
 from marl_envs.tasks.endless import EndlessEnv
+from pettingzoo import ParallelEnv
 from pettingzoo.utils.wrappers import BaseParallelWrapper
 
 
@@ -51,3 +53,69 @@ class _CoopMatchWithoutState(CoopMatchEnv):
 
 def coop_match_without_state(**kwargs: Any) -> CoopMatchEnv:
     return _CoopMatchWithoutState(**kwargs)
+
+
+class OffsetActionsEnv(ParallelEnv):
+    """Two agents whose actions are ``Discrete(3, start=start)``: ``start .. start + 2``.
+
+    ``agent_1``'s ``infos`` mask out its first action (``start``: mask index 0, as in
+    gymnasium's ``Discrete.sample(mask)``). Every action received is appended to
+    :data:`RECEIVED`; one outside the space, or masked, raises ``ValueError``. Reward 1 for
+    the last action, episodes are truncated after 4 steps.
+    """
+
+    metadata = {"name": "offset_actions_v0", "render_modes": []}
+
+    def __init__(self, start: int = 5) -> None:
+        self.start = start
+        self.possible_agents = ["agent_0", "agent_1"]
+        self.agents: list[str] = []
+        self._obs_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self._action_space = spaces.Discrete(3, start=start)
+        self._rng = np.random.default_rng(0)
+        self._steps = 0
+
+    def observation_space(self, agent: str) -> spaces.Space[Any]:
+        return self._obs_space
+
+    def action_space(self, agent: str) -> spaces.Space[Any]:
+        return self._action_space
+
+    def _observe(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        obs = {a: self._rng.uniform(-1, 1, 2).astype(np.float32) for a in self.agents}
+        infos: dict[str, dict[str, Any]] = {a: {} for a in self.agents}
+        if "agent_1" in infos:
+            infos["agent_1"]["action_mask"] = np.array([0, 1, 1], dtype=np.int8)
+        return obs, infos
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self.agents = list(self.possible_agents)
+        self._steps = 0
+        return self._observe()
+
+    def step(self, actions: dict[str, Any]) -> Any:
+        for agent, action in actions.items():
+            RECEIVED.append((agent, int(action)))
+            if not self._action_space.contains(action):
+                raise ValueError(f"{agent} got action {action}, outside {self._action_space}")
+            if agent == "agent_1" and action == self.start:
+                raise ValueError(f"agent_1 got its masked action {action}")
+        rewards = {a: float(actions[a] == self.start + 2) for a in self.agents}
+        self._steps += 1
+        done = self._steps >= 4
+        obs, infos = self._observe()
+        terminations = dict.fromkeys(self.agents, False)
+        truncations = dict.fromkeys(self.agents, done)
+        if done:
+            self.agents = []
+        return obs, rewards, terminations, truncations, infos
+
+
+RECEIVED: list[tuple[str, int]] = []
+"""``(agent, action)`` pairs every :class:`OffsetActionsEnv` in this process received."""
+
+
+def offset_actions(start: int = 5) -> OffsetActionsEnv:
+    return OffsetActionsEnv(start)

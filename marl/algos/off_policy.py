@@ -24,6 +24,7 @@ from torch import nn
 
 from marl.algos.ppo import NonFiniteLossError
 from marl.config import Config, ConfigError
+from marl.groups import discrete_start
 from marl.logging import EpisodeTracker
 from marl.normalize import RunningMeanStd
 from marl.optim import CommonOptimizer
@@ -104,8 +105,10 @@ class OffPolicy:
         raise NotImplementedError
 
     def env_action(self, name: str, action: torch.Tensor) -> torch.Tensor:
-        """Group ``name``'s stored actions as the env takes them."""
-        return action
+        """Group ``name``'s stored actions (indices ``0..n-1``) as the env takes them:
+        shifted by the ``Discrete`` space's start."""
+        start = discrete_start(self.specs[name].action_space)
+        return action + start if start else action
 
     def losses(self, sample: Sample) -> dict[str, torch.Tensor]:
         """Named loss terms of one update; ``"loss"`` is what the optimiser minimises."""
