@@ -75,7 +75,8 @@ class AgentGroup(nn.Module):
         if not self.discrete:
             std_shape = (action_dim,) if sharing == "shared" else (self.num_agents, action_dim)
             self.log_std = nn.Parameter(torch.full(std_shape, config.algo.log_std_init))
-        self.obs_norm = RunningMeanStd((self.obs_features,)) if config.algo.obs_norm else None
+        self.obs_norm = (RunningMeanStd((self.obs_features,), real=feature_mask(spec))
+                         if config.algo.obs_norm else None)
         self.value_norm = RunningMeanStd(()) if config.algo.value_norm else None
         # Policies index a Discrete(n, start=s) space by 0..n-1; the env takes s..s+n-1.
         self.action_start = discrete_start(spec.action_space)
@@ -95,7 +96,8 @@ class AgentGroup(nn.Module):
         """Flatten ``obs: [*B, A, *obs_shape]`` to ``[*B, A, F]`` and normalise it.
 
         With ``update``, the running statistics first absorb the observations of the
-        agents marked ``alive: [*B, A]`` (padding slots of absent agents are left out).
+        agents marked ``alive: [*B, A]`` (padding slots of absent agents are left out, and
+        so are the padded features of agents with shorter observations).
         """
         flat = obs.reshape(*obs.shape[:-len(self.spec.obs_shape)], self.obs_features).float()
         if self.obs_norm is None:
@@ -190,6 +192,11 @@ class _Gaussian:
 
 
 _Distribution = _Categorical | _Gaussian
+
+
+def feature_mask(spec: GroupSpec) -> torch.Tensor:
+    """``[A, F]`` bool: which flattened observation features each agent really has."""
+    return spec.obs_mask.reshape(spec.num_agents, math.prod(spec.obs_shape))
 
 
 def discrete_start(space: gymnasium.Space) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -9,41 +11,60 @@ from torch import nn
 class RunningMeanStd(nn.Module):
     """Running mean and variance over a stream of batches (Chan et al. parallel update).
 
-    Statistics live in buffers, so they follow the module to its device and into
-    ``state_dict`` checkpoints.
+    Every entry of a sample keeps its own count, so entries that only some samples
+    really have (the padded features of a group whose agents observe different numbers
+    of features) are averaged over the samples that have them. Statistics live in
+    buffers, so they follow the module to its device and into ``state_dict`` checkpoints.
 
     Args:
         shape: the shape of one sample, e.g. ``(F,)`` for observations or ``()`` for
             rewards.
         epsilon: initial pseudo-count, which keeps the first updates finite.
         clip: normalised values are clipped to ``[-clip, clip]``.
+        real: ``[*M, *shape]`` bool, broadcast against the trailing axes of every input,
+            True where an entry is real: a group's ``[A, F]`` observation mask, False at
+            an agent's padding. Padding never enters the statistics and normalises to 0,
+            the constant the network sees there without normalisation.
     """
 
     mean: torch.Tensor
     var: torch.Tensor
     count: torch.Tensor
+    real: torch.Tensor | None
 
     def __init__(self, shape: tuple[int, ...] = (), epsilon: float = 1e-4,
-                 clip: float = 10.0) -> None:
+                 clip: float = 10.0, real: torch.Tensor | None = None) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
         self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
-        self.register_buffer("count", torch.tensor(epsilon, dtype=torch.float64))
+        self.register_buffer("count", torch.full(shape, epsilon, dtype=torch.float64))
+        if real is not None and tuple(real.shape[real.dim() - len(shape):]) != tuple(shape):
+            raise ValueError(f"real mask of shape {list(real.shape)} does not end in the "
+                             f"sample shape {list(shape)}")
+        all_real = real is None or bool(real.all())
+        self.register_buffer("real", None if all_real else real.to(torch.bool),
+                             persistent=False)
         self.clip = clip
         self.shape = tuple(shape)
 
     @torch.no_grad()
     def update(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        """Fold in samples ``x: [*N, *shape]``; ``mask: [*N]`` bool selects the real ones.
+        """Fold in samples ``x: [*N, *shape]``; ``mask`` (bool) selects the real ones:
+        ``[*N]`` whole samples (e.g. alive agents), or ``[*N, *shape]`` single entries.
 
         Masked samples are weighted out rather than indexed away, so the update never
         waits on the device to count them.
         """
+        weight = torch.ones(x.shape, dtype=torch.float64, device=x.device)
+        if mask is not None:
+            if mask.dim() == x.dim() - len(self.shape):
+                mask = mask.view(*mask.shape, *([1] * len(self.shape)))
+            weight = weight * mask
+        if self.real is not None:
+            weight = weight * self.real
         flat = x.reshape(-1, *self.shape).to(torch.float64)
-        weight = (torch.ones(flat.shape[0], dtype=torch.float64, device=flat.device)
-                  if mask is None else mask.reshape(-1).to(torch.float64))
-        count = weight.sum()
-        weight = weight.view(-1, *([1] * len(self.shape)))
+        weight = weight.reshape(-1, *self.shape)
+        count = weight.sum(0)
         mean = (flat * weight).sum(0) / count.clamp_min(1.0)
         var = ((flat - mean) ** 2 * weight).sum(0) / count.clamp_min(1.0)
         self.update_from_moments(mean, var, count)
@@ -51,7 +72,8 @@ class RunningMeanStd(nn.Module):
     @torch.no_grad()
     def update_from_moments(self, batch_mean: torch.Tensor, batch_var: torch.Tensor,
                             batch_count: float | torch.Tensor) -> None:
-        """Fold in a batch given by its mean, (biased) variance and count."""
+        """Fold in a batch given by its mean, (biased) variance and count (per entry or
+        one for all)."""
         delta = batch_mean - self.mean
         total = self.count + batch_count
         self.mean += delta * batch_count / total
@@ -60,14 +82,23 @@ class RunningMeanStd(nn.Module):
         self.var.copy_(m2 / total)
         self.count.copy_(total)
 
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
+                              *args: Any, **kwargs: Any) -> None:
+        # Checkpoints written before per-entry counts hold one count for all entries.
+        key = prefix + "count"
+        count = state_dict.get(key)
+        if isinstance(count, torch.Tensor) and count.dim() == 0 and self.count.dim() > 0:
+            state_dict[key] = count.expand(self.count.shape).clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @property
     def std(self) -> torch.Tensor:
         return torch.sqrt(self.var + 1e-8)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """``(x - mean) / std`` clipped, in ``x``'s dtype."""
-        out = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-        return out.clamp(-self.clip, self.clip)
+        """``(x - mean) / std`` clipped, in ``x``'s dtype; 0 at padding (see ``real``)."""
+        out = ((x - self.mean.to(x.dtype)) / self.std.to(x.dtype)).clamp(-self.clip, self.clip)
+        return out if self.real is None else torch.where(self.real, out, 0.0)
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.std.to(x.dtype) + self.mean.to(x.dtype)

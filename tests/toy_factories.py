@@ -119,3 +119,46 @@ RECEIVED: list[tuple[str, int]] = []
 
 def offset_actions(start: int = 5) -> OffsetActionsEnv:
     return OffsetActionsEnv(start)
+
+
+class PaddedObsEnv(ParallelEnv):
+    """``agent_0`` observes 2 features, always ``[1, 1]``; ``agent_1`` observes 4, always
+    ``[3, 3, 5, 7]``. In one group ``agent_0`` is padded to ``[1, 1, 0, 0]``: features 3
+    and 4 are really observed by ``agent_1`` alone. Discrete(2) actions, no reward,
+    episodes truncated after 4 steps."""
+
+    metadata = {"name": "padded_obs_v0", "render_modes": []}
+    values = {"agent_0": np.array([1, 1], np.float32),
+              "agent_1": np.array([3, 3, 5, 7], np.float32)}
+
+    def __init__(self) -> None:
+        self.possible_agents = ["agent_0", "agent_1"]
+        self.agents: list[str] = []
+        self._steps = 0
+
+    def observation_space(self, agent: str) -> spaces.Space[Any]:
+        return spaces.Box(-10.0, 10.0, self.values[agent].shape, np.float32)
+
+    def action_space(self, agent: str) -> spaces.Space[Any]:
+        return spaces.Discrete(2)
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        self.agents = list(self.possible_agents)
+        self._steps = 0
+        return {a: self.values[a].copy() for a in self.agents}, {a: {} for a in self.agents}
+
+    def step(self, actions: dict[str, Any]) -> Any:
+        self._steps += 1
+        done = self._steps >= 4
+        obs = {a: self.values[a].copy() for a in self.agents}
+        rewards = dict.fromkeys(self.agents, 0.0)
+        terminations = dict.fromkeys(self.agents, False)
+        truncations = dict.fromkeys(self.agents, done)
+        infos: dict[str, dict[str, Any]] = {a: {} for a in self.agents}
+        if done:
+            self.agents = []
+        return obs, rewards, terminations, truncations, infos
+
+
+def padded_obs() -> PaddedObsEnv:
+    return PaddedObsEnv()

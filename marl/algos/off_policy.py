@@ -24,7 +24,7 @@ from torch import nn
 
 from marl.algos.ppo import NonFiniteLossError
 from marl.config import Config, ConfigError
-from marl.groups import discrete_start
+from marl.groups import discrete_start, feature_mask
 from marl.logging import EpisodeTracker
 from marl.normalize import RunningMeanStd
 from marl.optim import CommonOptimizer
@@ -67,8 +67,9 @@ class OffPolicy:
         self.sharing = {name: config.groups.overrides.get(name, config.groups.sharing)
                         for name in env.groups}
         obs_norm = config.algo.obs_norm
-        self.obs_norm = nn.ModuleDict({name: RunningMeanStd((features,)) for name, features
-                                       in self.obs_features.items()} if obs_norm else {})
+        self.obs_norm = nn.ModuleDict(
+            {name: RunningMeanStd((self.obs_features[name],), real=feature_mask(spec))
+             for name, spec in env.groups.items()} if obs_norm else {})
         self.state_norm = nn.ModuleDict(
             {"state": RunningMeanStd((self.state_features,))}
             if obs_norm and self.state_features else {})
