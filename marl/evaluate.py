@@ -70,10 +70,13 @@ def evaluate(run_dir: str | Path, episodes: int = 20, greedy: bool = False,
             current = type(current)({n: s.next for n, s in step.groups.items()}, step.state)
     finally:
         env.close()
-    returns = [e["episode_return"] for e in tracker.episodes[:episodes]]
+    counted = tracker.episodes[:episodes]
+    returns = [e["episode_return"] for e in counted if "episode_return" in e]
     low, high = bootstrap_ci(returns)
-    per_group = {key.split("/", 1)[1]: float(np.mean([e[key] for e in tracker.episodes[:episodes]]))
-                 for key in tracker.episodes[0] if key.startswith("episode_return/")}
+    # A group's mean is over the episodes it took part in (its key is missing elsewhere).
+    per_group = {name: float(np.mean(values)) for name in env.groups
+                 if (values := [e[f"episode_return/{name}"] for e in counted
+                                if f"episode_return/{name}" in e])}
     return {"run_dir": str(run_dir), "checkpoint": str(path), "env_steps": int(state["env_steps"]),
             "episodes": len(returns), "greedy": greedy or not isinstance(algo, PPO),
             "episode_return_mean": float(np.mean(returns)), "ci95": [low, high],

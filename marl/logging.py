@@ -18,8 +18,10 @@ class EpisodeTracker:
     """Accumulates per-agent episode returns from batched steps, without syncing.
 
     An episode's return is the mean, over the agents that took part in it, of each
-    agent's summed reward; per-group returns average over the group's agents only.
-    Finished episodes are summed in tensors; :meth:`pop` reads them out (one sync).
+    agent's summed reward; per-group returns average over the group's agents only. An
+    episode in which no agent of a group took part is left out of that group's mean
+    (each row keeps its own count). Finished episodes are summed in tensors; :meth:`pop`
+    reads them out (one sync).
 
     Args:
         num_agents: agents per group.
@@ -40,51 +42,56 @@ class EpisodeTracker:
 
     def _zero_totals(self, device: torch.device) -> None:
         # Row 0: team return; rows 1..G: per-group returns; last row: episode length.
+        # counts[r]: finished episodes that row r has a value for.
         self.totals = torch.zeros(len(self.names) + 2, device=device)
-        self.count = torch.zeros((), device=device)
+        self.counts = torch.zeros(len(self.names) + 2, device=device)
 
     def record(self, step: BatchedStep, alive: Mapping[str, torch.Tensor]) -> None:
         """Add one step; ``alive[g]: [E, A_g]`` marks the agents that acted in it."""
-        team_sum = torch.zeros_like(self.lengths)
-        team_count = torch.zeros_like(self.lengths)
-        per_group = []
+        sums, counts = [], []  # per row, [E]: summed returns and agents taking part
         for g in self.names:
             self.sums[g] += step.groups[g].reward.to(self.sums[g].device)
             self.took_part[g] |= alive[g]
             part = self.took_part[g].to(self.sums[g].dtype)
-            group_sum = (self.sums[g] * part).sum(-1)
-            group_count = part.sum(-1)
-            team_sum += group_sum
-            team_count += group_count
-            per_group.append(group_sum / group_count.clamp_min(1.0))
+            sums.append((self.sums[g] * part).sum(-1))
+            counts.append(part.sum(-1))
+        sums.insert(0, torch.stack(sums).sum(0))
+        counts.insert(0, torch.stack(counts).sum(0))
         self.lengths += 1
         done = step.env_done.to(self.lengths.device)
-        rows = torch.stack([team_sum / team_count.clamp_min(1.0), *per_group, self.lengths])
-        self.totals += (rows * done).sum(-1)
-        self.count += done.sum()
+        rows = torch.stack([*(s / c.clamp_min(1.0) for s, c in zip(sums, counts, strict=True)),
+                            self.lengths])  # [G + 2, E]
+        has = torch.stack([*(c > 0 for c in counts), torch.ones_like(done)]) & done
+        self.totals += (rows * has).sum(-1)
+        self.counts += has.sum(-1)
         if self.keep_episodes and bool(done.any()):
-            for e in done.nonzero().flatten().tolist():
-                values = rows[:, e].tolist()
-                self.episodes.append({"episode_return": values[0], "episode_length": values[-1],
-                                      **{f"episode_return/{g}": v
-                                         for g, v in zip(self.names, values[1:-1], strict=True)}})
+            self._keep(rows, has, done)
         keep = (~done).to(self.lengths.dtype)
         self.lengths *= keep
         for g in self.names:
             self.sums[g] *= keep.unsqueeze(-1)
             self.took_part[g] &= ~done.unsqueeze(-1)
 
+    def _keep(self, rows: torch.Tensor, has: torch.Tensor, done: torch.Tensor) -> None:
+        keys = ["episode_return", *(f"episode_return/{g}" for g in self.names),
+                "episode_length"]
+        values, present = rows.tolist(), has.tolist()
+        for e in done.nonzero().flatten().tolist():
+            self.episodes.append({key: values[r][e] for r, key in enumerate(keys)
+                                  if present[r][e]})
+
     def pop(self) -> dict[str, float]:
-        """Mean returns and lengths of the episodes finished since the last call."""
-        count = float(self.count)
-        if count == 0:
+        """Mean returns and lengths of the episodes finished since the last call; a
+        group (or the team) without any agent in them is left out."""
+        totals, counts = torch.stack([self.totals, self.counts]).tolist()
+        episodes = int(counts[-1])
+        if episodes == 0:
             return {"episodes": 0}
-        means = (self.totals / count).tolist()
-        out = {"episodes": int(count), "episode_return": means[0], "episode_length": means[-1]}
-        out.update({f"episode_return/{g}": v
-                    for g, v in zip(self.names, means[1:-1], strict=True)})
         self._zero_totals(self.totals.device)
-        return out
+        keys = ["episode_return", *(f"episode_return/{g}" for g in self.names)]
+        means = {key: total / count for key, total, count
+                 in zip(keys, totals[:-1], counts[:-1], strict=True) if count}
+        return {"episodes": episodes, "episode_length": totals[-1] / episodes, **means}
 
 
 class MetricsWriter:
