@@ -41,8 +41,9 @@ class RunningMeanStd(nn.Module):
         if real is not None and tuple(real.shape[real.dim() - len(shape):]) != tuple(shape):
             raise ValueError(f"real mask of shape {list(real.shape)} does not end in the "
                              f"sample shape {list(shape)}")
-        all_real = real is None or bool(real.all())
-        self.register_buffer("real", None if all_real else real.to(torch.bool),
+        if real is not None and bool(real.all()):
+            real = None  # nothing is padding: skip the masking
+        self.register_buffer("real", None if real is None else real.to(torch.bool),
                              persistent=False)
         self.clip = clip
         self.shape = tuple(shape)

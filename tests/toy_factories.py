@@ -64,9 +64,8 @@ class OffsetActionsEnv(ParallelEnv):
     the last action, episodes are truncated after 4 steps.
     """
 
-    metadata = {"name": "offset_actions_v0", "render_modes": []}
-
     def __init__(self, start: int = 5) -> None:
+        self.metadata = {"name": "offset_actions_v0", "render_modes": []}
         self.start = start
         self.possible_agents = ["agent_0", "agent_1"]
         self.agents: list[str] = []
@@ -127,11 +126,10 @@ class PaddedObsEnv(ParallelEnv):
     and 4 are really observed by ``agent_1`` alone. Discrete(2) actions, no reward,
     episodes truncated after 4 steps."""
 
-    metadata = {"name": "padded_obs_v0", "render_modes": []}
-    values = {"agent_0": np.array([1, 1], np.float32),
-              "agent_1": np.array([3, 3, 5, 7], np.float32)}
-
     def __init__(self) -> None:
+        self.metadata = {"name": "padded_obs_v0", "render_modes": []}
+        self.values = {"agent_0": np.array([1, 1], np.float32),
+                       "agent_1": np.array([3, 3, 5, 7], np.float32)}
         self.possible_agents = ["agent_0", "agent_1"]
         self.agents: list[str] = []
         self._steps = 0
