@@ -1,9 +1,10 @@
 """Forward, and forward+backward+Adam, of N agents' networks under each backend.
 
     python -m benchmarks.backends [--quick] [--out DIR] [--n 2 8] [--batch 64]
-                                  [--sizes 2x64 3x256] [--threads 1]
+                                  [--sizes 2x64 3x256 gru64] [--seq 25] [--threads 1]
 
-For every MLP size, agent count ``N`` and per-agent batch, each network kind runs in its
+For every network size (MLPs, and GRU networks run over a sequence of ``--seq`` steps),
+agent count ``N`` and per-agent batch, each network kind runs in its
 own fresh process (a used ``torch.jit.fork`` can slow later work in the same
 process): ``loop``, ``fork`` and ``batched`` independent networks, and the
 shared network with one-hot agent IDs. In that process, after a warm-up, a few timed
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -36,6 +37,9 @@ KINDS = ("loop", "fork", "batched", "shared")
 MODES = ("forward", "train")
 SIZES = {"2x64": (64, 64), "3x256": (256, 256, 256)}
 """MLP hidden layers; input 18 and output 5 as in Simple Spread (3 agents)."""
+GRU_SIZES = {"gru64": 64}
+"""GRU networks by state size ``H``: one input layer of ``H``, a GRU of ``H``, a linear head
+(EPyMARL's recurrent agent), called on a whole sequence ``[T, batch, N, 18]``."""
 IN_FEATURES, OUT_FEATURES = 18, 5
 
 
@@ -78,30 +82,47 @@ def time_blocks(call: Callable[[], object], device: torch.device, blocks: int,
     return {**summary(per_call), "calls_per_block": calls, "blocks": per_call}
 
 
-def build(kind: str, num_agents: int, hidden: Sequence[int]) -> torch.nn.Module:
-    from marl.nets import make_group_net
+def build(kind: str, num_agents: int, size: str) -> torch.nn.Module:
+    from marl.nets import make_group_net, make_recurrent_group_net
 
-    if kind == "shared":
-        return make_group_net("shared", IN_FEATURES, OUT_FEATURES, num_agents, hidden)
-    return make_group_net("independent", IN_FEATURES, OUT_FEATURES, num_agents, hidden,
-                          backend=kind)
+    sharing = "shared" if kind == "shared" else "independent"
+    backend = "batched" if kind == "shared" else kind
+    if size in GRU_SIZES:
+        return make_recurrent_group_net(sharing, IN_FEATURES, OUT_FEATURES, num_agents,
+                                        rnn_hidden=GRU_SIZES[size], backend=backend)
+    return make_group_net(sharing, IN_FEATURES, OUT_FEATURES, num_agents, SIZES[size],
+                          backend=backend)
+
+
+def make_call(net: torch.nn.Module, size: str, num_agents: int, batch: int, seq: int,
+              device: torch.device) -> Callable[[], torch.Tensor]:
+    """The call to time: ``net`` on ``[batch, N, 18]``, or for a GRU on a sequence
+    ``[seq, batch, N, 18]`` from a zero state (an episode starting at step 0)."""
+    if size not in GRU_SIZES:
+        x = torch.randn(batch, num_agents, IN_FEATURES, device=device)
+        return lambda: net(x)
+    obs = torch.randn(seq, batch, num_agents, IN_FEATURES, device=device)
+    hidden = torch.zeros(batch, num_agents, GRU_SIZES[size], device=device)
+    first = torch.zeros(seq, batch, num_agents, dtype=torch.bool, device=device)
+    first[0] = True
+    return lambda: net(obs, hidden, first)[0]
 
 
 def _worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = pick_device(args.device)
-    net = build(args.kind, args.n[0], SIZES[args.sizes[0]]).to(device)
-    x = torch.randn(args.batch[0], args.n[0], IN_FEATURES, device=device)
+    net = build(args.kind, args.n[0], args.sizes[0]).to(device)
+    run_net = make_call(net, args.sizes[0], args.n[0], args.batch[0], args.seq, device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
 
     @torch.no_grad()
     def forward() -> object:
-        return net(x)
+        return run_net()
 
     def train() -> object:
         optimizer.zero_grad(set_to_none=True)
-        net(x).square().mean().backward()
+        run_net().square().mean().backward()
         optimizer.step()
         return None
 
@@ -113,8 +134,9 @@ def _worker(args: argparse.Namespace) -> None:
     emit(result)
 
 
-def _table(rows: list[dict[str, Any]], size: str, mode: str) -> list[str]:
-    lines = [f"### {size} MLP, {mode}{' + backward + Adam' if mode == 'train' else ''} "
+def _table(rows: list[dict[str, Any]], size: str, mode: str, seq: int) -> list[str]:
+    net = f"GRU over {seq} steps" if size in GRU_SIZES else "MLP"
+    lines = [f"### {size} {net}, {mode}{' + backward + Adam' if mode == 'train' else ''} "
              "(us per call, median over blocks)", "",
              "| N | batch/agent | " + " | ".join(KINDS) + " | fork / loop | fastest |",
              "|---|---|" + "---|" * (len(KINDS) + 2)]
@@ -135,7 +157,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 64, 1024])
-    parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES | GRU_SIZES),
+                        default=[*SIZES, *GRU_SIZES])
+    parser.add_argument("--seq", type=int, default=25,
+                        help="time steps of a GRU call (25: an MPE episode)")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--device", default="auto", help="'cpu', 'cuda' or 'auto'")
@@ -149,7 +174,7 @@ def main() -> None:
         _worker(args)
         return
     if args.quick:
-        args.n, args.batch, args.sizes = [2], [4], ["2x64"]
+        args.n, args.batch, args.sizes, args.seq = [2], [4], ["2x64", "gru64"], 4
         args.blocks, args.block_s, args.budget_s = 2, 0.005, 0.05
     rows: list[dict[str, Any]] = []
     for size in args.sizes:
@@ -157,12 +182,14 @@ def main() -> None:
             for batch in args.batch:
                 for kind in args.kinds:  # back to back, so background load hits all alike
                     flags = ["--kind", kind, "--n", str(n), "--batch", str(batch), "--sizes",
-                             size, "--threads", str(args.threads), "--device", args.device,
+                             size, "--seq", str(args.seq), "--threads", str(args.threads),
+                             "--device", args.device,
                              "--blocks", str(args.blocks), "--block-s", str(args.block_s),
                              "--budget-s", str(args.budget_s)]
                     measured = run_fresh(MODULE, flags)
+                    seq = args.seq if size in GRU_SIZES else None
                     rows.append({"kind": kind, "size": size, "n": n, "batch": batch,
-                                 **measured})
+                                 "seq": seq, **measured})
                 print(f"{size} N={n} batch={batch}: " + ", ".join(
                     f"{r['kind']} {r['forward']['median']:,.0f}/{r['train']['median']:,.0f}us"
                     for r in rows[-len(args.kinds):]), flush=True)
@@ -175,11 +202,12 @@ def main() -> None:
 def _report(args: argparse.Namespace, rows: list[dict[str, Any]], plot: bool) -> str:
     """Write results.json and results.md (and the plot) for the rows measured so far."""
     lines = [f"torch threads {args.threads}, device {rows[0]['device']}; input 18 -> "
-             "output 5; batch is per agent (the shared net sees N x batch rows).", ""]
+             "output 5; batch is per agent (the shared net sees N x batch rows); a GRU "
+             f"call runs {args.seq} steps of that batch.", ""]
     panels: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for size in args.sizes:
         for mode in MODES:
-            lines += _table(rows, size, mode)
+            lines += _table(rows, size, mode, args.seq)
             for batch in args.batch:
                 panels[f"{size} {mode} batch {batch}"] = {
                     kind: [(r["n"], r[mode]["median"]) for r in rows
@@ -189,7 +217,11 @@ def _report(args: argparse.Namespace, rows: list[dict[str, Any]], plot: bool) ->
     write_results(args.out, "backends", rows, table,
                   {"threads": args.threads, "unit": "microseconds per call",
                    "in_features": IN_FEATURES, "out_features": OUT_FEATURES,
-                   "sizes": {s: list(SIZES[s]) for s in args.sizes}, "complete": plot})
+                   "sizes": {s: list(SIZES[s]) if s in SIZES else [GRU_SIZES[s]]
+                             for s in args.sizes},
+                   "recurrent": {s: {"rnn_hidden": GRU_SIZES[s], "seq": args.seq}
+                                 for s in args.sizes if s in GRU_SIZES},
+                   "complete": plot})
     if plot:
         plot_vs_agents(args.out / "backends.png", panels, "us per call",
                        columns=max(1, len(args.batch)))

@@ -31,6 +31,7 @@ from marl_envs.tasks import (
     GridNavEnv,
     LeaveEarlyEnv,
     MatrixGameEnv,
+    MemoryEnv,
     ReachEnv,
 )
 from marl_envs.torch_mpe import TASKS as TORCH_MPE_TASKS
@@ -165,6 +166,7 @@ TOY_TASKS: dict[str, Callable[..., ParallelEnv]] = {
     "grid_nav": GridNavEnv,
     "matrix_game": MatrixGameEnv,
     "reach": ReachEnv,
+    "memory": MemoryEnv,
 }
 
 FAMILIES: dict[str, Family] = {

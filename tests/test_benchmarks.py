@@ -48,15 +48,21 @@ def _check_summary(stats: dict) -> None:
 def test_backends_quick_writes_results(tmp_path: Path) -> None:
     results = _run_quick("backends", tmp_path)
     rows = results["rows"]
-    assert {row["kind"] for row in rows} == {"loop", "fork", "batched", "shared"}
+    kinds = {"loop", "fork", "batched", "shared"}
+    # Every kind for the MLP and for the GRU network (run over a short sequence).
+    assert {(row["size"], row["kind"]) for row in rows} == {
+        (size, kind) for size in ("2x64", "gru64") for kind in kinds}
     for row in rows:
-        assert {"size", "n", "batch", "threads", "device", "forward", "train"} <= set(row)
+        assert {"size", "n", "batch", "seq", "threads", "device", "forward", "train"} <= set(row)
         assert row["threads"] == 1
+        assert row["seq"] == (4 if row["size"] == "gru64" else None)
         for mode in ("forward", "train"):
             _check_summary(row[mode])
             assert len(row[mode]["blocks"]) >= 2
+    assert results["recurrent"] == {"gru64": {"rnn_hidden": 64, "seq": 4}}
     table = (tmp_path / "results.md").read_text()
     assert "| N | batch/agent | loop | fork | batched | shared |" in table
+    assert "### gru64 GRU over 4 steps, train + backward + Adam" in table
 
 
 def test_optimiser_quick_writes_results(tmp_path: Path) -> None:

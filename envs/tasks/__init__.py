@@ -7,8 +7,10 @@ from marl_envs.tasks.coop_match import CoopMatchEnv
 from marl_envs.tasks.endless import EndlessEnv
 from marl_envs.tasks.grid_nav import GridNavEnv
 from marl_envs.tasks.leave_early import LeaveEarlyEnv
+from marl_envs.tasks.memory import MemoryEnv
 from marl_envs.tasks.one_step import MatrixGameEnv, ReachEnv
 
 __all__ = [
-    "CoopMatchEnv", "EndlessEnv", "GridNavEnv", "LeaveEarlyEnv", "MatrixGameEnv", "ReachEnv",
+    "CoopMatchEnv", "EndlessEnv", "GridNavEnv", "LeaveEarlyEnv", "MatrixGameEnv", "MemoryEnv",
+    "ReachEnv",
 ]

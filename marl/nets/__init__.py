@@ -3,6 +3,10 @@
 One switch, ``sharing``, picks between a :class:`SharedNet` (one MLP for all agents, one-hot
 agent ID appended) and :class:`IndependentNets` (one MLP per agent, run by the ``batched``,
 ``fork`` or ``loop`` backend). :func:`make_group_net` is the one place that switch lives.
+
+The recurrent counterparts map whole sequences, ``[T, B, A, F] -> [T, B, A, O]`` with a
+state ``[B, A, H]`` passed in and returned (:mod:`marl.nets.recurrent`):
+:class:`SharedGRU`, :class:`IndependentGRUs`, built by :func:`make_recurrent_group_net`.
 """
 
 from __future__ import annotations
@@ -12,7 +16,15 @@ from collections.abc import Sequence
 from marl.nets._checks import check_choice
 from marl.nets.independent import BACKENDS, IndependentNets, StackedMLP
 from marl.nets.mlp import ACTIVATIONS, HIDDEN_GAIN, layer_init, linear_layers, mlp
+from marl.nets.recurrent import (
+    RNN_HIDDEN,
+    GRUAgent,
+    IndependentGRUs,
+    RecurrentGroupNet,
+    SharedGRU,
+)
 from marl.nets.shared import SharedNet
+from marl.nets.stacked_gru import StackedGRUAgents, StackedGRUCell
 
 SHARING_MODES = ("shared", "independent")
 """Allowed values of ``make_group_net(sharing=...)``."""
@@ -20,18 +32,30 @@ SHARING_MODES = ("shared", "independent")
 GroupNet = SharedNet | IndependentNets
 """What :func:`make_group_net` returns; both map ``[*B, A, F] -> [*B, A, O]``."""
 
+RecurrentGroup = SharedGRU | IndependentGRUs
+"""What :func:`make_recurrent_group_net` returns; both map ``[T, B, A, F] -> [T, B, A, O]``."""
+
 __all__ = [
     "ACTIVATIONS",
     "BACKENDS",
     "HIDDEN_GAIN",
+    "RNN_HIDDEN",
     "SHARING_MODES",
+    "GRUAgent",
     "GroupNet",
+    "IndependentGRUs",
     "IndependentNets",
+    "RecurrentGroup",
+    "RecurrentGroupNet",
+    "SharedGRU",
     "SharedNet",
+    "StackedGRUAgents",
+    "StackedGRUCell",
     "StackedMLP",
     "layer_init",
     "linear_layers",
     "make_group_net",
+    "make_recurrent_group_net",
     "mlp",
 ]
 
@@ -73,4 +97,52 @@ def make_group_net(
         )
     return IndependentNets(
         in_features, out_features, num_agents, hidden, activation, out_gain, backend
+    )
+
+
+def make_recurrent_group_net(
+    sharing: str,
+    in_features: int,
+    out_features: int,
+    num_agents: int,
+    hidden: Sequence[int] | None = None,
+    rnn_hidden: int = RNN_HIDDEN,
+    activation: str = "tanh",
+    out_gain: float = 1.0,
+    agent_id: bool = True,
+    backend: str = "batched",
+) -> RecurrentGroup:
+    """Build the recurrent network of one agent group: ``trunk -> GRU -> head`` per agent.
+
+    The result maps ``(obs: [T, B, A, F], hidden: [B, A, H], first: [T, B, A],
+    alive: [T, B, A] | None) -> (out: [T, B, A, O], hidden_last: [B, A, H])``; ``step``
+    does one time step (:mod:`marl.nets.recurrent`).
+
+    Args:
+        sharing: ``"shared"`` (one network for all agents) or ``"independent"``.
+        in_features: ``F``, per-agent input features.
+        out_features: ``O``, per-agent outputs.
+        num_agents: ``A``, agents in the group.
+        hidden: sizes of the input layers before the GRU (``Linear -> act`` each); ``None``
+            gives one layer of ``rnn_hidden`` (EPyMARL's layout), ``()`` none.
+        rnn_hidden: ``H``, the GRU's state size.
+        activation: ``"tanh"`` or ``"relu"``, after every input layer.
+        out_gain: orthogonal gain of the output layer (0.01 policy heads, 1.0 value heads).
+        agent_id: ``shared`` only: append a one-hot agent ID to each agent's input.
+        backend: ``independent`` only: ``"batched"`` (default), ``"fork"`` or ``"loop"``.
+            Checked for both modes so a typo never passes silently.
+
+    Raises:
+        ValueError: for an unknown ``sharing``, ``backend`` or ``activation``, or a
+            non-positive size.
+    """
+    check_choice("sharing", sharing, SHARING_MODES)
+    check_choice("backend", backend, BACKENDS)
+    if sharing == "shared":
+        return SharedGRU(
+            in_features, out_features, num_agents, hidden, rnn_hidden, activation, out_gain,
+            agent_id,
+        )
+    return IndependentGRUs(
+        in_features, out_features, num_agents, hidden, rnn_hidden, activation, out_gain, backend
     )

@@ -6,7 +6,7 @@ words: what was expected, what arrived, and how to fix it.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import torch
 
@@ -43,4 +43,28 @@ def check_group_input(x: torch.Tensor, num_agents: int, in_features: int, owner:
         f"([*batch, num_agents, in_features]), got {list(x.shape)}. "
         "Keep the agent axis second to last, e.g. obs[T, E, A, F]; "
         "do not fold the agents into the batch."
+    )
+
+
+def check_shape(
+    tensor: torch.Tensor, expected: Sequence[int | str], name: str, owner: str, layout: str
+) -> None:
+    """Raise ``ValueError`` unless ``tensor`` has shape ``expected``.
+
+    Args:
+        tensor: the tensor to check.
+        expected: one entry per axis: an ``int`` the axis must equal, or a ``str`` naming an
+            axis of any size (``"T"``), shown as is in the message.
+        name: the argument's name, e.g. ``"hidden"``.
+        owner: class name used in the message, so the user knows which network complained.
+        layout: the axes in words, e.g. ``"[batch, num_agents, hidden_size]"``.
+    """
+    shape = tuple(tensor.shape)
+    if len(shape) == len(expected) and all(
+        isinstance(want, str) or size == want for size, want in zip(shape, expected, strict=True)
+    ):
+        return
+    raise ValueError(
+        f"{owner} expected {name} of shape [{', '.join(map(str, expected))}] ({layout}), "
+        f"got {list(shape)}."
     )

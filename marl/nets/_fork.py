@@ -47,10 +47,15 @@ def script_fork_runner(nets: Sequence[nn.Module]) -> nn.Module:
     The parameters of ``nets`` are reused, not copied. Autograd records through the forked
     tasks, so the scripted runner is trainable.
     """
+    return script_quietly(ForkRunner(nets))
+
+
+def script_quietly(module: nn.Module) -> nn.Module:
+    """``torch.jit.script(module)`` without the deprecation warning; parameters are reused."""
     with warnings.catch_warnings():
-        # TorchScript is deprecated upstream, but jit.fork is the point of this backend:
+        # TorchScript is deprecated upstream, but jit.fork is the point of the fork backends:
         # users ask for it and benchmark it (benchmarks/backends.py). Warn once in the docs
         # of IndependentNets instead of on every construction.
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated")
-        scripted: nn.Module = torch.jit.script(ForkRunner(nets))
+        scripted: nn.Module = torch.jit.script(module)
     return scripted

@@ -23,12 +23,13 @@ new first axis (``"0.weight": [A, out, in]``, ``"0.bias": [A, out]``, ``"2.weigh
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import cast
 
 import torch
 from torch import nn
 
+from marl.nets._agent_weights import AgentWeights
 from marl.nets._checks import check_choice, check_group_input, check_positive
 from marl.nets._fork import script_fork_runner
 from marl.nets.mlp import ACTIVATION_FUNCTIONS, linear_layers, mlp
@@ -106,8 +107,11 @@ class StackedMLP(nn.Module):
         return f"weights={shapes}, activation={self.activation!r}"
 
 
-class IndependentNets(nn.Module):
+class IndependentNets(AgentWeights, nn.Module):
     """One MLP per agent: ``[*B, A, F] -> [*B, A, O]``, agent ``i`` sees only ``x[..., i, :]``.
+
+    Weights move per agent and between backends through :class:`AgentWeights`
+    (``get_agent_state``, ``export_stacked``, ``load_stacked``, ``tie_to``, ...).
 
     Attributes:
         backend: ``"batched"``, ``"fork"`` or ``"loop"``.
@@ -181,108 +185,6 @@ class IndependentNets(nn.Module):
             nets = cast(nn.ModuleList, self.core)
             out = torch.stack([net(flat[:, i]) for i, net in enumerate(nets)], dim=1)
         return out.reshape(*batch_shape, self.num_agents, self.out_features)
-
-    def per_agent_parameters(self) -> list[list[nn.Parameter]]:
-        """Return agent ``i``'s parameters as list ``i``, e.g. for one optimiser per agent.
-
-        Raises:
-            RuntimeError: for the ``batched`` backend, whose parameters are shared tensors.
-        """
-        if self.backend == "batched":
-            raise RuntimeError(
-                "per_agent_parameters() needs backend='loop' or backend='fork': the 'batched' "
-                "backend stacks all agents' weights into [A, ...] tensors, so no parameter "
-                "belongs to a single agent and one optimiser per agent is impossible. "
-                "Build IndependentNets(..., backend='loop') (load_stacked() moves weights "
-                "across), or use one optimiser over parameters(): Adam is elementwise, so "
-                "without gradient clipping each agent gets the update its own Adam would give."
-            )
-        return [list(net.parameters()) for net in self._agent_nets()]
-
-    def get_agent_state(self, agent: int) -> dict[str, torch.Tensor]:
-        """Return a copy of agent ``agent``'s weights as a state dict of its ``mlp()``.
-
-        The result loads into ``mlp(in_features, hidden, out_features, ...)`` with
-        ``load_state_dict`` whatever the backend.
-        """
-        self._check_agent(agent)
-        if isinstance(self.core, StackedMLP):
-            state = self.core.agent_state(agent)
-        else:
-            state = self._agent_nets()[agent].state_dict()
-        return {key: value.detach().clone() for key, value in state.items()}
-
-    def set_agent_state(self, agent: int, state: Mapping[str, torch.Tensor]) -> None:
-        """Copy ``state`` (a state dict of one agent's ``mlp()``) into agent ``agent``.
-
-        Raises:
-            ValueError: if keys or shapes differ from the ``mlp()`` this group was built with.
-        """
-        self._check_agent(agent)
-        self._check_state(state, leading=())
-        if isinstance(self.core, StackedMLP):
-            target = self.core.agent_state(agent)
-        else:
-            target = self._agent_nets()[agent].state_dict()
-        with torch.no_grad():
-            for key, value in target.items():
-                value.copy_(state[key])
-
-    def export_stacked(self) -> dict[str, torch.Tensor]:
-        """Return the canonical weights: every agent's ``mlp()`` state stacked, ``[A, ...]``.
-
-        Keys are those of one agent's ``mlp().state_dict()`` (``"0.weight": [A, out, in]``,
-        ``"0.bias": [A, out]``, ...), whatever the backend; the tensors are copies.
-        """
-        states = [self.get_agent_state(agent) for agent in range(self.num_agents)]
-        return {key: torch.stack([state[key] for state in states]) for key in states[0]}
-
-    def load_stacked(self, stacked: Mapping[str, torch.Tensor]) -> None:
-        """Load canonical weights from :meth:`export_stacked` (of any backend).
-
-        Raises:
-            ValueError: if keys differ or a tensor is not ``[A, *shape of one agent's]``.
-        """
-        self._check_state(stacked, leading=(self.num_agents,))
-        for agent in range(self.num_agents):
-            self.set_agent_state(agent, {key: value[agent] for key, value in stacked.items()})
-
-    def tie_to(self, net: nn.Module) -> None:
-        """Give every agent a copy of ``net``'s weights (an ``mlp()`` of the same sizes).
-
-        Afterwards this module computes what ``net`` computes on every agent, e.g. what a
-        :class:`~marl.nets.shared.SharedNet` without agent ID computes; the copies are
-        independent and diverge under training.
-        """
-        state = net.state_dict()
-        for agent in range(self.num_agents):
-            self.set_agent_state(agent, state)
-
-    def _agent_nets(self) -> list[nn.Module]:
-        """Per-agent modules of the ``loop`` and ``fork`` backends (fetched, not cached,
-        so the list stays right after ``copy.deepcopy`` or ``load_state_dict``)."""
-        # The scripted runner keeps its agents in `.nets`. Script modules support neither
-        # get_submodule nor, after deepcopy, iteration or indexing; named_children always works.
-        nets = self.core if self.backend == "loop" else cast(nn.Module, self.core.nets)
-        return [net for _, net in nets.named_children()]
-
-    def _check_agent(self, agent: int) -> None:
-        if not 0 <= agent < self.num_agents:
-            raise IndexError(f"agent must be in [0, {self.num_agents}); got {agent}.")
-
-    def _check_state(self, state: Mapping[str, torch.Tensor], leading: tuple[int, ...]) -> None:
-        """Check keys and shapes of one agent's state (``leading=()``) or a stacked one."""
-        if set(state) != set(self._state_shapes):
-            raise ValueError(
-                f"state keys must be {sorted(self._state_shapes)} (one agent's mlp() state "
-                f"dict, stacked for load_stacked); got {sorted(state)}."
-            )
-        for key, expected in self._state_shapes.items():
-            if state[key].shape != (*leading, *expected):
-                raise ValueError(
-                    f"state[{key!r}] must have shape {[*leading, *expected]}; "
-                    f"got {list(state[key].shape)}."
-                )
 
     def extra_repr(self) -> str:
         return f"num_agents={self.num_agents}, backend={self.backend!r}"

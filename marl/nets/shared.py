@@ -19,6 +19,18 @@ from marl.nets._checks import check_group_input, check_positive
 from marl.nets.mlp import mlp
 
 
+def append_agent_id(x: torch.Tensor, agent_eye: torch.Tensor) -> torch.Tensor:
+    """Append agent ``i``'s one-hot ID to ``x[..., i, :]``: ``[*B, A, F] -> [*B, A, F + A]``.
+
+    Args:
+        x: ``[*B, A, F]`` per-agent inputs.
+        agent_eye: ``[A, A]`` identity, row ``i`` agent ``i``'s ID.
+    """
+    # expand is a view, so the only allocation is the cat the network input needs anyway.
+    ids = agent_eye.to(x.dtype).expand(*x.shape[:-2], -1, -1)
+    return torch.cat([x, ids], dim=-1)
+
+
 class SharedNet(nn.Module):
     """One MLP for all ``num_agents`` agents: ``[*B, A, F] -> [*B, A, O]``.
 
@@ -74,9 +86,7 @@ class SharedNet(nn.Module):
         check_group_input(x, self.num_agents, self.in_features, type(self).__name__)
         batch_shape = x.shape[:-2]
         if self.agent_id:
-            # expand is a view, so the only allocation is the cat the MLP input needs anyway.
-            ids = self.agent_eye.to(x.dtype).expand(*batch_shape, -1, -1)
-            x = torch.cat([x, ids], dim=-1)
+            x = append_agent_id(x, self.agent_eye)
         # One call on [*B*A, F + A]: agents are just more rows of the same matmul.
         rows = x.reshape(math.prod(batch_shape) * self.num_agents, x.shape[-1])
         return self.mlp(rows).reshape(*batch_shape, self.num_agents, self.out_features)

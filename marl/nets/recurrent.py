@@ -1,0 +1,289 @@
+"""Recurrent group networks: ``trunk -> GRU -> head`` per agent, shared or independent.
+
+The layout is EPyMARL's recurrent agent (``Linear -> act -> GRUCell -> Linear``): input
+layers with the sizes of ``hidden`` (default one layer of ``rnn_hidden``), a GRU of size
+``rnn_hidden``, a linear head with orthogonal gain ``out_gain``. Every form maps a whole
+sequence::
+
+    forward(obs: [T, B, A, F], hidden: [B, A, H], first: [T, B, A], alive: [T, B, A] | None)
+        -> (out: [T, B, A, O], hidden_last: [B, A, H])
+
+The state is zeroed before step ``t`` wherever ``first[t]`` (the agent's first step of an
+episode) and left unchanged wherever ``alive[t]`` is false (a dead step; its output is the
+head applied to the unchanged state, finite as long as the padded input is). The state is
+passed in and returned, never stored in the module: the learner owns it, one ``[E, A, H]``
+per group, and stores it at the start of each training chunk. ``step`` is the same call
+for one time step.
+
+Forms, as for the MLPs (``marl.nets.shared``, ``marl.nets.independent``):
+
+- :class:`SharedGRU`: one network for all agents, a one-hot agent ID appended to the
+  input; agents are rows of the same calls.
+- :class:`IndependentGRUs`: one network per agent, run by the ``batched`` backend (weights
+  stacked ``[A, ...]``: per time step one ``baddbmm`` for the recurrent half of all agents'
+  gates), ``fork`` (TorchScript tasks, ``torch.jit.fork`` per agent) or ``loop`` (the
+  reference). Weights move between backends through the canonical stacked form of
+  :class:`~marl.nets._agent_weights.AgentWeights`: one :class:`GRUAgent` state dict per
+  agent (``trunk.0.weight``, ``gru.weight_ih``, ..., ``head.0.weight``), stacked.
+
+In every form the trunk and the input half of the GRU run once over all ``T`` steps; only
+the recurrent half loops over time (:func:`~marl.nets._gru.gru_scan`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+import torch
+from torch import Tensor, nn
+
+from marl.nets._agent_weights import AgentWeights
+from marl.nets._checks import check_choice, check_positive, check_shape
+from marl.nets._fork import script_quietly
+from marl.nets._gru import GRUAgent, GRUForkRunner
+from marl.nets.independent import BACKENDS
+from marl.nets.shared import append_agent_id
+from marl.nets.stacked_gru import StackedGRUAgents
+
+RNN_HIDDEN = 64
+"""Default GRU size ``H`` (EPyMARL uses 64 too)."""
+
+
+class RecurrentGroupNet(nn.Module):
+    """What both recurrent forms share: input checks, :meth:`step`, :meth:`initial_hidden`.
+
+    Attributes:
+        in_features: ``F``; out_features: ``O``; num_agents: ``A``; hidden_size: ``H``.
+    """
+
+    def __init__(
+        self, in_features: int, out_features: int, num_agents: int, rnn_hidden: int
+    ) -> None:
+        super().__init__()
+        check_positive("num_agents", num_agents)
+        check_positive("rnn_hidden", rnn_hidden)
+        self.in_features = in_features
+        self.out_features = out_features
+        self.num_agents = num_agents
+        self.hidden_size = rnn_hidden
+
+    def forward(
+        self, obs: Tensor, hidden: Tensor, first: Tensor, alive: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Run a sequence (see the module docstring); implemented by each form.
+
+        Args:
+            obs: ``[T, B, A, F]``.
+            hidden: ``[B, A, H]``, the state before step 0.
+            first: ``[T, B, A]`` bool, true at an agent's first step of an episode.
+            alive: ``[T, B, A]`` bool or ``None`` (all alive).
+
+        Returns:
+            ``out: [T, B, A, O]`` and ``hidden_last: [B, A, H]``, the state after step
+            ``T - 1``.
+        """
+        raise NotImplementedError
+
+    def step(
+        self, obs: Tensor, hidden: Tensor, first: Tensor, alive: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """One time step: :meth:`forward` with ``T = 1``.
+
+        Args:
+            obs: ``[B, A, F]``; hidden: ``[B, A, H]``; first: ``[B, A]`` bool;
+            alive: ``[B, A]`` bool or ``None``.
+
+        Returns:
+            ``out: [B, A, O]`` and the new state ``[B, A, H]``.
+        """
+        owner, layout = type(self).__name__, "[batch, num_agents, in_features]"
+        check_shape(obs, ("B", self.num_agents, self.in_features), "obs", owner, layout)
+        out, hidden = self(
+            obs.unsqueeze(0),
+            hidden,
+            first.unsqueeze(0),
+            None if alive is None else alive.unsqueeze(0),
+        )
+        return out[0], hidden
+
+    def initial_hidden(
+        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> Tensor:
+        """Zeros ``[batch, A, H]``, on the device and dtype of the parameters by default."""
+        parameter = next(self.parameters())
+        return torch.zeros(
+            batch,
+            self.num_agents,
+            self.hidden_size,
+            device=parameter.device if device is None else device,
+            dtype=parameter.dtype if dtype is None else dtype,
+        )
+
+    def _check_inputs(
+        self, obs: Tensor, hidden: Tensor, first: Tensor, alive: Tensor | None
+    ) -> None:
+        """Check the shapes and dtypes of :meth:`forward`'s arguments."""
+        owner = type(self).__name__
+        layout = "[time, batch, num_agents, in_features]; keep the agent axis, do not fold it"
+        check_shape(obs, ("T", "B", self.num_agents, self.in_features), "obs", owner, layout)
+        steps, batch = obs.shape[:2]
+        if steps == 0:
+            raise ValueError(f"{owner} needs at least one time step; got obs {list(obs.shape)}.")
+        layout = "[batch, num_agents, hidden_size]; initial_hidden(batch) gives zeros"
+        check_shape(hidden, (batch, self.num_agents, self.hidden_size), "hidden", owner, layout)
+        for name, mask in (("first", first), ("alive", alive)):
+            if mask is None:
+                continue
+            layout = "[time, batch, num_agents], like obs without the features"
+            check_shape(mask, (steps, batch, self.num_agents), name, owner, layout)
+            if mask.dtype != torch.bool:
+                raise ValueError(
+                    f"{owner} expected {name} to be a bool tensor, got {mask.dtype}; "
+                    f"pass {name}.bool()."
+                )
+
+
+def _input_layers(hidden: Sequence[int] | None, rnn_hidden: int) -> list[int]:
+    """The trunk sizes: ``hidden``, or EPyMARL's one layer of ``rnn_hidden`` when ``None``."""
+    return [rnn_hidden] if hidden is None else list(hidden)
+
+
+class SharedGRU(RecurrentGroupNet):
+    """One :class:`GRUAgent` for all ``A`` agents; a one-hot agent ID joins the input.
+
+    Attributes:
+        agent: the shared network; its input size is ``F + A`` with ``agent_id``, else ``F``.
+        agent_eye: ``[A, A]`` identity (non-persistent buffer), row ``i`` agent ``i``'s ID.
+    """
+
+    agent_eye: Tensor
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        num_agents: int,
+        hidden: Sequence[int] | None = None,
+        rnn_hidden: int = RNN_HIDDEN,
+        activation: str = "tanh",
+        out_gain: float = 1.0,
+        agent_id: bool = True,
+    ) -> None:
+        """Build the shared network; arguments as for :func:`marl.nets.make_recurrent_group_net`."""
+        super().__init__(in_features, out_features, num_agents, rnn_hidden)
+        self.agent_id = agent_id
+        extra = num_agents if agent_id else 0
+        self.agent = GRUAgent(
+            in_features + extra,
+            out_features,
+            _input_layers(hidden, rnn_hidden),
+            rnn_hidden,
+            activation,
+            out_gain,
+        )
+        self.register_buffer("agent_eye", torch.eye(num_agents), persistent=False)
+
+    def forward(
+        self, obs: Tensor, hidden: Tensor, first: Tensor, alive: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """See :meth:`RecurrentGroupNet.forward`; agents are rows ``B * A`` of one network."""
+        self._check_inputs(obs, hidden, first, alive)
+        steps, batch = obs.shape[:2]
+        rows = batch * self.num_agents
+        if self.agent_id:
+            obs = append_agent_id(obs, self.agent_eye)
+        out, last = self.agent(
+            obs.reshape(steps, rows, obs.shape[-1]),
+            hidden.reshape(rows, self.hidden_size),
+            first.reshape(steps, rows),
+            None if alive is None else alive.reshape(steps, rows),
+        )
+        return (
+            out.reshape(steps, batch, self.num_agents, self.out_features),
+            last.reshape(batch, self.num_agents, self.hidden_size),
+        )
+
+    def per_agent_parameters(self) -> list[list[nn.Parameter]]:
+        """One list holding all parameters: shared parameters belong to every agent."""
+        return [list(self.parameters())]
+
+    def extra_repr(self) -> str:
+        return f"num_agents={self.num_agents}, agent_id={self.agent_id}"
+
+
+class IndependentGRUs(AgentWeights, RecurrentGroupNet):
+    """One :class:`GRUAgent` per agent; agent ``i`` sees only ``obs[..., i, :]``.
+
+    Attributes:
+        backend: ``"batched"``, ``"fork"`` or ``"loop"``.
+        core: :class:`StackedGRUAgents` (``batched``), a scripted :class:`GRUForkRunner`
+            (``fork``) or an ``nn.ModuleList`` of :class:`GRUAgent` (``loop``).
+    """
+
+    agent_module = "GRUAgent"
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        num_agents: int,
+        hidden: Sequence[int] | None = None,
+        rnn_hidden: int = RNN_HIDDEN,
+        activation: str = "tanh",
+        out_gain: float = 1.0,
+        backend: str = "batched",
+    ) -> None:
+        """Build ``num_agents`` networks, one after another, and hand them to ``backend``.
+
+        Built under the same seed, every backend starts from the same weights. Arguments
+        as for :func:`marl.nets.make_recurrent_group_net`.
+        """
+        super().__init__(in_features, out_features, num_agents, rnn_hidden)
+        check_choice("backend", backend, BACKENDS)
+        self.backend = backend
+        layers = _input_layers(hidden, rnn_hidden)
+        agents = [
+            GRUAgent(in_features, out_features, layers, rnn_hidden, activation, out_gain)
+            for _ in range(num_agents)
+        ]
+        self._state_shapes = {key: value.shape for key, value in agents[0].state_dict().items()}
+        self.core: nn.Module
+        if backend == "batched":
+            self.core = StackedGRUAgents(agents, activation)
+        elif backend == "fork":
+            self.core = script_quietly(GRUForkRunner(agents))
+        else:
+            self.core = nn.ModuleList(agents)
+
+    def forward(
+        self, obs: Tensor, hidden: Tensor, first: Tensor, alive: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """See :meth:`RecurrentGroupNet.forward`; agent ``i`` runs its own network."""
+        self._check_inputs(obs, hidden, first, alive)
+        if self.backend == "batched":
+            # Agent axis first once for the whole sequence, back once at the end.
+            keep = (~first).to(obs.dtype).permute(2, 0, 1).unsqueeze(-1)
+            out, last = self.core(
+                obs.permute(2, 0, 1, 3),
+                hidden.transpose(0, 1),
+                keep,
+                None if alive is None else alive.permute(2, 0, 1).unsqueeze(-1),
+            )
+            return out.permute(1, 2, 0, 3), last.transpose(0, 1)
+        if self.backend == "fork":
+            return cast(tuple[Tensor, Tensor], self.core(obs, hidden, first, alive))
+        results = [
+            net(
+                obs[:, :, agent],
+                hidden[:, agent],
+                first[:, :, agent],
+                None if alive is None else alive[:, :, agent],
+            )
+            for agent, net in enumerate(cast(nn.ModuleList, self.core))
+        ]
+        out = torch.stack([result[0] for result in results], dim=2)
+        return out, torch.stack([result[1] for result in results], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"num_agents={self.num_agents}, backend={self.backend!r}"
