@@ -165,6 +165,9 @@ def _bench(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(_source_root()), env.get("PYTHONPATH")]))
+    # `python -m` would put the current directory first on sys.path, where another
+    # checkout's (or any) `benchmarks` or `marl` folder would shadow this one's.
+    env["PYTHONSAFEPATH"] = "1"
     command = [sys.executable, "-m", f"benchmarks.{args.name}", *args.args]
     return subprocess.run(command, env=env, check=False).returncode
 
