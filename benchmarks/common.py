@@ -17,6 +17,11 @@ import torch
 
 from marl.checkpoint import atomic_write_text
 
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+"""The source checkout the benchmarks belong to (their sweeps run its git revision)."""
+RESULTS = SOURCE_ROOT / "benchmarks" / "results"
+"""Where results go by default, whatever the current directory: the README's tables."""
+
 
 def machine() -> dict[str, Any]:
     """Where the numbers were taken: CPU, core count, library versions."""
@@ -44,10 +49,11 @@ def _cpu_count() -> int:
 def add_output_arguments(parser: argparse.ArgumentParser, name: str, quick: str,
                          kinds: Sequence[str] = ()) -> None:
     """The flags every benchmark takes: ``--quick``, ``--out`` (default
-    ``benchmarks/results/NAME``) and, for those that time in fresh processes, the hidden
-    ``--worker``/``--kind`` that :func:`run_fresh` passes to the child."""
+    ``benchmarks/results/NAME`` of the source checkout) and, for those that time in fresh
+    processes, the hidden ``--worker``/``--kind`` that :func:`run_fresh` passes to the child."""
     parser.add_argument("--quick", action="store_true", help=quick)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results") / name)
+    parser.add_argument("--out", type=Path, default=RESULTS / name,
+                        help=f"results folder (default: {RESULTS / name})")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     if kinds:
         parser.add_argument("--kind", choices=list(kinds), help=argparse.SUPPRESS)

@@ -4,13 +4,16 @@
                                  [--sweeps FILE ...] [--allow-dirty] [--report-only]
 
 Each sweep file (default: ``benchmarks/sweeps/sharing_*.yaml``, one per task) is run with
-``marl sweep`` into ``RUNS/<name>`` (runs already finished are skipped, so an interrupted
-benchmark resumes), then reported with ``marl report``: per task a table of final and best
-return per setting (mean and IQM with 95% stratified bootstrap CIs over seeds) and curves
-against env steps and against wall-clock seconds. ``results.json`` keeps every run's
-final return, best return, env steps and wall time. ``--report-only`` reports the runs
-already in ``RUNS`` without launching anything (a sweep launched from a newer commit would
-start new runs, since run descriptors carry the git revision).
+``marl sweep`` at the git revision of this source checkout, from whatever directory the
+benchmark starts in, into ``RUNS/<name>`` (default ``RUNS``: ``OUT/runs`` when ``--out``
+is given, else ``runs/bench-sharing`` of the source checkout; runs already finished are
+skipped, so an interrupted benchmark resumes), then reported with ``marl report``: per
+task a table of final and best return per setting (mean and IQM with 95% stratified
+bootstrap CIs over seeds) and curves against env steps and against wall-clock seconds.
+``results.json`` keeps every run's final return, best return, env steps and wall time.
+``--report-only`` reports the runs already in ``RUNS`` without launching anything (a sweep
+launched from a newer commit would start new runs, since run descriptors carry the git
+revision).
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import write_results
+from benchmarks.common import RESULTS, SOURCE_ROOT, write_results
 
-SWEEPS = Path(__file__).resolve().parent / "sweeps"
+SWEEPS = SOURCE_ROOT / "benchmarks" / "sweeps"
 FINAL_POINTS = 3
 """The final return of a run is the mean of its last three logged values (less noise)."""
 
@@ -40,7 +43,9 @@ QUICK_SWEEP = [
 
 
 def run_sweep(sweep: Path, runs: Path, workers: int | None, allow_dirty: bool) -> None:
-    command = [sys.executable, "-m", "marl.cli", "sweep", str(sweep), "--out", str(runs)]
+    """``marl sweep SWEEP --out RUNS`` on this source checkout's revision, from any directory."""
+    command = [sys.executable, "-m", "marl.cli", "sweep", str(sweep.resolve()),
+               "--out", str(runs.resolve()), "--repo", str(SOURCE_ROOT)]
     command += ["--workers", str(workers)] if workers else []
     command += ["--allow-dirty"] if allow_dirty else []
     print("$", " ".join(command[1:]), flush=True)
@@ -48,6 +53,18 @@ def run_sweep(sweep: Path, runs: Path, workers: int | None, allow_dirty: bool) -
     if result.returncode != 0:
         raise SystemExit(f"sweep {sweep} ended with exit code {result.returncode}; its failed "
                          f"runs are listed in {runs}/jobs (launch again to retry them)")
+
+
+def output_folders(out: Path | None, runs: Path | None) -> tuple[Path, Path]:
+    """Absolute results and runs folders from ``--out`` and ``--runs`` (None: not given).
+
+    Runs go under ``--out`` when it is given; by default results go to the committed
+    ``benchmarks/results/sharing`` and runs to the git-ignored ``runs/bench-sharing`` of
+    the source checkout, whatever the current directory.
+    """
+    if runs is None:
+        runs = out / "runs" if out is not None else SOURCE_ROOT / "runs" / "bench-sharing"
+    return (out or RESULTS / "sharing").resolve(), runs.resolve()
 
 
 def task_rows(runs: Path, task: str) -> list[dict[str, Any]]:
@@ -72,16 +89,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweeps", type=Path, nargs="+",
                         default=sorted(SWEEPS.glob("sharing_*.yaml")))
-    parser.add_argument("--runs", type=Path, default=Path("runs/bench-sharing"),
-                        help="where the sweeps' runs go (resumable)")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="where the sweeps' runs go, resumable (default: OUT/runs with "
+                             "--out, else runs/bench-sharing of the source checkout)")
     parser.add_argument("--workers", type=int, default=None, help="parallel runs")
     parser.add_argument("--allow-dirty", action="store_true",
                         help="run from a working tree with uncommitted changes")
     parser.add_argument("--report-only", action="store_true",
                         help="report the runs already in --runs; launch nothing")
     parser.add_argument("--quick", action="store_true", help="a tiny sweep, for tests")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sharing"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"results folder (default: {RESULTS / 'sharing'})")
     args = parser.parse_args()
+    args.out, args.runs = output_folders(args.out, args.runs)
 
     from marl.experiments.report import write_report
 

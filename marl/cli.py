@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
 
 _SWEEP_EPILOG = """\
 A sweep file is a YAML list of blocks; list values form a grid, `repeat: K` gives K seeds,
-`hpset: NAME` starts from a named set of defaults (block keys win over it):
+`hpset: NAME` starts from a named set of defaults and `config: FILE.yaml` from a config file
+(read from the sweep file's folder); block keys win over both:
 
   - hpset: ippo_mpe
     groups.sharing: [shared, independent]
@@ -77,7 +78,9 @@ A sweep file is a YAML list of blocks; list values form a grid, `repeat: K` give
 
 Every run is a job file in RUNS_DIR/jobs pinned to the git revision (HEAD, or --rev) and runs
 in a clean checkout of it; runs go to RUNS_DIR/<descriptor>/seed_<k>. Launching the same sweep
-again skips finished runs and runs failed or interrupted ones again.
+again skips finished runs and runs failed or interrupted ones again. Relative paths are read
+from the current directory. Exit code: 0 when every run is done, 1 when some failed, 130 on
+Ctrl-C.
 """
 
 
@@ -100,6 +103,9 @@ def _add_sweep_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
                        help="run uncommitted changes: record `git diff HEAD` with each job and "
                             "apply it to the checkout")
     sweep.add_argument("--rev", default=None, help="run this commit instead of HEAD")
+    sweep.add_argument("--repo", type=Path, default=None,
+                       help="the git repository whose code the runs use (default: the one "
+                            "holding the current directory)")
     sweep.add_argument("--ray-address", default=None,
                        help="ray: cluster address (default: start a local Ray)")
     sweep.add_argument("--cpus-per-job", type=float, default=None,
@@ -159,6 +165,9 @@ def _bench(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(_source_root()), env.get("PYTHONPATH")]))
+    # `python -m` would put the current directory first on sys.path, where another
+    # checkout's (or any) `benchmarks` or `marl` folder would shadow this one's.
+    env["PYTHONSAFEPATH"] = "1"
     command = [sys.executable, "-m", f"benchmarks.{args.name}", *args.args]
     return subprocess.run(command, env=env, check=False).returncode
 
@@ -226,8 +235,12 @@ def _stop_cleanly_on_signals() -> None:
 def _sweep(args: argparse.Namespace) -> int:
     from marl.experiments import executors, runner
 
-    out = args.out or Path("runs") / args.sweep_file.stem
-    plan = runner.plan(args.sweep_file, out, Path.cwd(), args.rev, args.allow_dirty)
+    # Jobs run in a checkout elsewhere (and on Ray, in a worker's directory): every path
+    # is made absolute here, against the directory the sweep is launched from.
+    sweep_file = args.sweep_file.resolve()
+    out = (args.out or Path("runs") / sweep_file.stem).resolve()
+    repo = (args.repo or Path.cwd()).resolve()
+    plan = runner.plan(sweep_file, out, repo, args.rev, args.allow_dirty)
     for job in plan.jobs:
         print(f"{'skip (done)' if job.status == 'done' else 'run':<12} {job.name}")
     print(f"{len(plan.jobs)} runs ({len(plan.to_run)} to run) at revision {plan.revision[:7]}"
@@ -252,6 +265,9 @@ def _sweep(args: argparse.Namespace) -> int:
         print("interrupted: launch the same sweep again to finish it", file=sys.stderr)
         return 130
     print(runner.summary(plan.jobs, out))
+    failures = runner.failure_line(plan.jobs)
+    if failures:
+        print(f"marl sweep: {failures}", file=sys.stderr)
     return 0 if all(job.status == "done" for job in plan.jobs) else 1
 
 

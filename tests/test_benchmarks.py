@@ -1,9 +1,12 @@
 """Benchmarks' --quick modes write their files with the documented fields (never timed)."""
 
+import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 _SCRIPT = Path(sys.executable).with_name("marl")
@@ -11,10 +14,36 @@ MARL = str(_SCRIPT) if _SCRIPT.exists() else "marl"
 """The installed ``marl`` command of this interpreter's environment."""
 
 
+def _bench_quick(name: str, cwd: Path) -> Path:
+    """``marl bench NAME --quick --out out`` run in ``cwd``, outside the repository: the
+    results must land in ``cwd/out`` and nowhere else in ``cwd``."""
+    result = subprocess.run([MARL, "bench", name, "--quick", "--out", "out"], cwd=cwd,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [path.name for path in cwd.iterdir()] == ["out"]
+    return cwd / "out"
+
+
+def test_default_out_is_the_checkouts_results_folder_from_any_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks.common import add_output_arguments
+    from benchmarks.sharing import output_folders
+
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser()
+    add_output_arguments(parser, "backends", "tiny")
+    assert parser.parse_args([]).out == REPO / "benchmarks" / "results" / "backends"
+    # The sharing benchmark's runs stay out of the committed results folder by default,
+    # and go under --out when it is given.
+    assert output_folders(None, None) == (REPO / "benchmarks" / "results" / "sharing",
+                                          REPO / "runs" / "bench-sharing")
+    assert output_folders(Path("x"), None) == (tmp_path / "x", tmp_path / "x" / "runs")
+    assert output_folders(Path("x"), Path("r")) == (tmp_path / "x", tmp_path / "r")
+
+
 def test_throughput_quick_writes_results(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--quick", "--out",
-                    str(tmp_path)], cwd=REPO, check=True, capture_output=True, text=True)
-    results = json.loads((tmp_path / "results.json").read_text())
+    out = _bench_quick("throughput", tmp_path)
+    results = json.loads((out / "results.json").read_text())
     assert results["benchmark"] == "throughput"
     assert {"torch", "cpu_count", "python"} <= set(results["machine"])
     rows = results["rows"]
@@ -25,13 +54,12 @@ def test_throughput_quick_writes_results(tmp_path: Path) -> None:
         assert row["training"]["median"] > 0
         assert row["agent_steps_per_s"] == row["training"]["median"] * row["agents"]
         assert row["agents"] == 3  # simple_spread_v3
-    assert "| algo | vector | num_envs |" in (tmp_path / "results.md").read_text()
-    assert (tmp_path / "throughput.png").stat().st_size > 0
+    assert "| algo | vector | num_envs |" in (out / "results.md").read_text()
+    assert (out / "throughput.png").stat().st_size > 0
 
 
-def _run_quick(module: str, out: Path) -> dict:
-    subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--quick", "--out", str(out)],
-                   cwd=REPO, check=True, capture_output=True, text=True)
+def _run_quick(module: str, cwd: Path) -> dict:
+    out = _bench_quick(module, cwd)
     for name in ("results.json", "results.md", f"{module}.png"):
         assert (out / name).stat().st_size > 0, name
     results = json.loads((out / "results.json").read_text())
@@ -60,7 +88,7 @@ def test_backends_quick_writes_results(tmp_path: Path) -> None:
             _check_summary(row[mode])
             assert len(row[mode]["blocks"]) >= 2
     assert results["recurrent"] == {"gru64": {"rnn_hidden": 64, "seq": 4}}
-    table = (tmp_path / "results.md").read_text()
+    table = (tmp_path / "out" / "results.md").read_text()
     assert "| N | batch/agent | loop | fork | batched | shared |" in table
     assert "### gru64 GRU over 4 steps, train + backward + Adam" in table
 
@@ -77,7 +105,7 @@ def test_optimiser_quick_writes_results(tmp_path: Path) -> None:
         assert "error" in row or row["step"]["median"] > 0
         if "step" in row:
             _check_summary(row["step"])
-    assert "| variant | N=2 |" in (tmp_path / "results.md").read_text()
+    assert "| variant | N=2 |" in (tmp_path / "out" / "results.md").read_text()
 
 
 def test_scaling_quick_writes_results(tmp_path: Path) -> None:
@@ -93,13 +121,18 @@ def test_scaling_quick_writes_results(tmp_path: Path) -> None:
             _check_summary(row[key])
         assert row["peak_rss_mib"] >= row["rss_before_learner_mib"] > 0
         assert row["env_steps_per_iteration"] == results["num_envs"] * results["num_steps"]
-    assert "| N | kind | rollout ms |" in (tmp_path / "results.md").read_text()
+    assert "| N | kind | rollout ms |" in (tmp_path / "out" / "results.md").read_text()
 
 
-def test_sharing_quick_through_marl_bench_writes_results(tmp_path: Path) -> None:
-    out, runs = tmp_path / "out", tmp_path / "runs"
-    subprocess.run([MARL, "bench", "sharing", "--quick", "--out", str(out), "--runs", str(runs)],
-                   cwd=REPO, check=True, capture_output=True, text=True)
+def test_sharing_quick_from_another_directory_writes_everything_under_out(
+        tmp_path: Path) -> None:
+    # Launched outside the repository with a relative --out: the sweeps still run this
+    # checkout's revision, and their runs go under --out, not under the current directory.
+    result = subprocess.run([MARL, "bench", "sharing", "--quick", "--out", "rel/out"],
+                            cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = (tmp_path / "rel" / "out").resolve()
+    assert [path.name for path in tmp_path.iterdir()] == ["rel"]
     results = json.loads((out / "results.json").read_text())
     assert results["benchmark"] == "sharing"
     rows = results["rows"]
@@ -109,6 +142,7 @@ def test_sharing_quick_through_marl_bench_writes_results(tmp_path: Path) -> None
     for row in rows:
         assert row["best_return"] >= row["final_return"] - 1e-9  # max >= mean of the last 3
         assert row["env_steps"] >= 512 and row["wall_time_s"] > 0
+        assert Path(row["run_dir"]).resolve().is_relative_to(out / "runs" / "quick")
     for name in ("report.md", "marl_eval.json", "curves_episode_return_env_steps.png",
                  "curves_episode_return_wall_time.png"):
         assert (out / "quick" / name).stat().st_size > 0, name
@@ -139,7 +173,8 @@ def test_frames_quick_writes_results(tmp_path: Path) -> None:
                 assert low <= entry[statistic]["value"] <= high
     # An upper bound on the return: shortest paths cost at least nothing and pay at most 1.
     assert 0 < results["best_possible"]["agent"] <= results["best_possible"]["world"] <= 1
-    assert "| frame | seeds | final: mean [95% CI] |" in (tmp_path / "results.md").read_text()
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| frame | seeds | final: mean [95% CI] |" in table
 
 
 def test_torch_mpe_quick_writes_results(tmp_path: Path) -> None:
@@ -156,6 +191,6 @@ def test_torch_mpe_quick_writes_results(tmp_path: Path) -> None:
     # Three agents: agent-steps are three env-steps.
     assert training[0]["agent_steps_per_s"]["median"] == 3 * training[0]["env_steps_per_s"][
         "median"]
-    table = (tmp_path / "results.md").read_text()
+    table = (tmp_path / "out" / "results.md").read_text()
     assert "| task | num_envs | mpe2 | torch | torch / mpe2 |" in table
     assert "| task | device | num_envs | env-steps/s | agent-steps/s |" in table

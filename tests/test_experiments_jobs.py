@@ -143,22 +143,30 @@ def test_gpu_slots_and_default_workers() -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                     reason="ray is not installed: pip install 'marlshare[ray]'")
-def test_ray_executor_runs_two_jobs_on_a_local_ray(repo: Path, tmp_path: Path) -> None:
-    import ray
-
-    out = tmp_path / "out"
-    plan = runner.plan(_sweep(tmp_path / "s.yaml", [{**TINY, "repeat": 2}]), out, repo)
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        # Two CPUs per job on a two-CPU Ray: the jobs run one after the other.
-        executors.RayExecutor(cpus_per_job=2).run(out, plan.jobs)
-    finally:
-        ray.shutdown()
-    assert [job.status for job in plan.jobs] == ["done", "done"], plan.jobs[0].log_tail
-    assert [job.seed for job in plan.jobs] == [1, 2]
-    for job in plan.jobs:
-        assert (Path(job.run_dir) / "metrics.jsonl").is_file()
-    assert (tmp_path / "marker.txt").read_text().count("committed") == 2
+def test_ray_sweep_with_a_relative_out_runs_the_jobs_and_counts_the_failed_one(
+        repo: Path, tmp_path: Path) -> None:
+    _sweep(repo / "s.yaml", [{**TINY, "env.task": ["toy/coop_match", "no_such_module:make_env"]}])
+    # The installed `marl` script: `python -m marl.cli` would import the clone's older marl.
+    script = shutil.which("marl")
+    assert script is not None, "the `marl` command is not installed: pip install -e ."
+    # Ray workers run in a directory of their own: a path relative to here would miss.
+    result = subprocess.run([script, "sweep", "s.yaml", "--executor", "ray", "--out", "runs/ray",
+                             "--cpus-per-job", "1"], cwd=repo, capture_output=True, text=True,
+                            check=False, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    by_status: dict[str, list[jobs.Job]] = {}
+    for job in jobs.load_jobs(repo / "runs" / "ray").values():
+        by_status.setdefault(job.status, []).append(job)
+    (done,), (failed,) = by_status["done"], by_status["failed"]
+    assert (Path(done.run_dir) / "metrics.jsonl").read_text().count("\n") == 2, result.stdout
+    assert "no_such_module" in failed.log_tail
+    assert f"1 of 2 runs failed: {failed.name}" in result.stderr
+    # Every job, the failed one too, imported the committed code of its checkout (Ray's
+    # own workers import marl too, from elsewhere: they are not counted).
+    checkouts = str((repo / "runs" / "ray" / "checkouts").resolve())
+    imports = [line.split() for line in (tmp_path / "marker.txt").read_text().splitlines()]
+    in_checkouts = [tag for tag, marl_file, _ in imports if marl_file.startswith(checkouts)]
+    assert in_checkouts == ["committed"] * 2
 
 
 def test_ctrl_c_stops_the_job_and_marks_it_interrupted(repo: Path, tmp_path: Path) -> None:

@@ -124,3 +124,32 @@ def test_descriptor_names_the_entry_of_a_mapping_that_differs() -> None:
     assert "env.kwargs.continuous_actions=True" in names[1]
     assert "env.kwargs.continuous_actions=None" in names[0]
     assert "env.kwargs.N=4" in names[2]
+
+
+def test_config_files_are_read_from_the_sweep_files_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "sweeps"
+    folder.mkdir()
+    (folder / "fast.yaml").write_text("optim:\n  lr: 0.5\nalgo:\n  gamma: 0.8\n")
+    (folder / "slow.yaml").write_text("hpset: ippo_mpe\noptim:\n  lr: 0.01\n")
+    (folder / "s.yaml").write_text(yaml.safe_dump(
+        [{"hpset": "ippo_tiny", "config": ["fast.yaml", "slow.yaml"], "algo.gamma": 0.7}]))
+    monkeypatch.chdir(tmp_path)  # neither the sweep's folder nor where the configs are
+    blocks = load_sweep(Path("sweeps/s.yaml"))
+    assert blocks[0]["config"] == [str(folder.resolve() / "fast.yaml"),
+                                   str(folder.resolve() / "slow.yaml")]
+    fast, slow = expand(blocks)  # a list of files is one more grid axis
+    assert fast.config.optim.lr == 0.5  # the file beats the block's hpset ...
+    assert fast.config.env.task == HPSETS["ippo_tiny"]["env.task"]  # ... which still applies
+    assert fast.config.algo.gamma == slow.config.algo.gamma == 0.7  # block keys beat files
+    assert slow.config.env.task == Config().env.task  # the file's hpset replaced the block's
+    assert {"optim.lr", "env.task"} <= set(varying_keys([fast, slow]))
+
+
+def test_a_missing_config_file_names_the_block_and_the_path(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump([{"seed": 1}, {"config": "base.yaml"}]))
+    with pytest.raises(ConfigError, match=f"block 2: config: no such file {tmp_path}/base.yaml"):
+        expand(load_sweep(tmp_path / "s.yaml"))
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump([{"config": 3}]))
+    with pytest.raises(ConfigError, match="block 1: config: expected a YAML file path"):
+        load_sweep(tmp_path / "s.yaml")

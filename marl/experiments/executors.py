@@ -74,6 +74,7 @@ class LocalExecutor:
 
     def run(self, out: Path, jobs: Sequence[Job]) -> None:
         """Run ``jobs``; on Ctrl-C stop them, mark them interrupted, and re-raise."""
+        out = out.resolve()  # the worker threads must not depend on the current directory
         for slot in range(self.workers):
             self._slots.put(slot)
         pool = ThreadPoolExecutor(max_workers=self.workers)
@@ -147,6 +148,7 @@ class RayExecutor:
         """Submit every job, record results as they arrive; Ctrl-C cancels and re-raises."""
         import ray
 
+        out = out.resolve()  # Ray workers do not run in the directory the sweep started in
         if not ray.is_initialized():
             if self.address:
                 ray.init(address=self.address)
@@ -160,7 +162,7 @@ class RayExecutor:
                                   num_gpus=self.gpus_per_job)
             job.status, job.started, job.attempts = "running", time.time(), job.attempts + 1
             save(out, job)
-            refs[task.remote(str(out.resolve()), dataclasses.asdict(job), threads)] = job
+            refs[task.remote(str(out), dataclasses.asdict(job), threads)] = job
         try:
             while refs:
                 ready, _ = ray.wait(list(refs), num_returns=1)

@@ -33,7 +33,8 @@ def repo_root(start: Path) -> Path:
         return Path(_git(start, "rev-parse", "--show-toplevel").strip())
     except GitError as error:
         raise GitError(f"{start} is not inside a git repository; sweeps pin every run to a git "
-                       "revision, so run `marl sweep` from the project's repository") from error
+                       "revision, so run `marl sweep` from inside the repository whose code the "
+                       "runs should use, or pass --repo DIR") from error
 
 
 def resolve_revision(repo: Path, rev: str = "HEAD") -> str:
@@ -56,7 +57,10 @@ def checkout(repo: Path, revision: str, diff: str, cache: Path) -> Path:
     Checkouts are ``git clone --shared`` copies in ``cache``, keyed by revision and diff,
     and carry a ``.marl_path/marl_envs`` link so that :func:`job_environment` can point
     both ``marl`` and ``marl_envs`` at the checkout instead of the installed project.
+    ``cache`` may be relative (to the current directory); the checkout returned is absolute,
+    since jobs run in it and git would read a relative path against ``repo``.
     """
+    repo, cache = repo.resolve(), cache.resolve()
     key = revision[:12] + (f"-{hashlib.sha256(diff.encode()).hexdigest()[:8]}" if diff else "")
     target = cache / key
     if (target / ".marl_ready").exists():
@@ -86,6 +90,7 @@ def job_environment(checkout_dir: Path, base: dict[str, str] | None = None) -> d
     checkout's ``marl`` and (through the link) ``marl_envs`` win.
     """
     env = dict(os.environ if base is None else base)
+    checkout_dir = checkout_dir.resolve()  # the job runs inside it: a relative path would miss
     paths = [str(checkout_dir / ".marl_path"), str(checkout_dir)]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONNOUSERSITE"] = "1"

@@ -33,7 +33,11 @@ LOG_TAIL_LINES = 40
 
 @dataclasses.dataclass
 class Job:
-    """One run of a sweep. ``config`` is the full resolved config as a nested dict."""
+    """One run of a sweep. ``config`` is the full resolved config as a nested dict.
+
+    ``repo``, ``run_dir`` and ``config['run']['dir']`` are absolute paths: the job runs in
+    a checkout elsewhere, possibly launched again from another directory.
+    """
 
     descriptor: str
     seed: int
@@ -75,8 +79,11 @@ def load_jobs(out: Path) -> dict[str, Job]:
 
 
 def command(job: Job, config_path: Path, threads: int) -> list[str]:
-    """The training command: the checkout's own ``marl.cli``, resuming a checkpoint if any."""
-    return [sys.executable, "-m", "marl.cli", "train", "--config", str(config_path),
+    """The training command: the checkout's own ``marl.cli``, resuming a checkpoint if any.
+
+    Every path in it is absolute, since the command runs in the checkout.
+    """
+    return [sys.executable, "-m", "marl.cli", "train", "--config", str(config_path.resolve()),
             f"run.dir={Path(job.run_dir).resolve()}", "run.resume=true",
             f"torch_threads={threads}"]
 
@@ -85,10 +92,12 @@ def prepare(out: Path, job: Job) -> tuple[Path, Path]:
     """Check out the job's revision and write its config and ``run.json``; return both paths.
 
     A run that never wrote a checkpoint starts over, so its stale metrics and event
-    files are dropped; one that did resumes from its last checkpoint.
+    files are dropped; one that did resumes from its last checkpoint. Both paths are
+    absolute: the job runs in its checkout, not in the directory the sweep was launched from.
     """
+    out = out.resolve()
     checkout_dir = git.checkout(Path(job.repo), job.revision, job.diff, out / "checkouts")
-    run_dir = Path(job.run_dir)
+    run_dir = Path(job.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     if not any((run_dir / "checkpoints").glob("*")):
         stale = [run_dir / "metrics.jsonl", *run_dir.glob("events.out.tfevents.*")]
@@ -114,7 +123,7 @@ def execute(out: Path, job: Job, threads: int, gpu: str | None,
     env["MKL_NUM_THREADS"] = str(threads)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
-    log_path = Path(job.run_dir) / "train.log"
+    log_path = Path(job.run_dir).resolve() / "train.log"
     with log_path.open("ab") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} revision {job.revision}\n".encode())
         log.flush()

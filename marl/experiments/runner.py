@@ -67,10 +67,13 @@ def plan(sweep_file: Path, out: Path, repo: Path, rev: str | None = None,
     """Expand ``sweep_file`` into jobs under ``out``; nothing is written.
 
     A job already ``done`` is kept as it is (and skipped); any other existing job is
-    replaced by a fresh ``pending`` one that keeps its attempt count.
+    replaced by a fresh ``pending`` one that keeps its attempt count. Relative paths are
+    read from the current directory; every path a job holds is absolute, since jobs run
+    in their checkout (and on Ray, in a worker's own directory).
     """
-    runs = expand(load_sweep(sweep_file))
-    repo = git.repo_root(repo)
+    out = out.resolve()
+    runs = expand(load_sweep(sweep_file.resolve()))
+    repo = git.repo_root(repo.resolve())
     revision, diff = pin_revision(repo, rev, allow_dirty)
     keys = varying_keys(runs)
     label = revision_label(revision, diff)
@@ -78,7 +81,7 @@ def plan(sweep_file: Path, out: Path, repo: Path, rev: str | None = None,
     jobs: dict[str, Job] = {}
     for run in runs:
         name = descriptor(label, run, keys)
-        run_dir = (out / name / f"seed_{run.seed}").resolve()
+        run_dir = out / name / f"seed_{run.seed}"
         config = to_dict(run.config)
         config["run"] = {**config["run"], "dir": str(run_dir)}
         job = Job(descriptor=name, seed=run.seed, revision=revision, repo=str(repo),
@@ -127,14 +130,27 @@ def exclusive(out: Path) -> Iterator[None]:
 
 
 def summary(jobs: list[Job], out: Path) -> str:
-    """One line per job that did not finish, then the counts by status."""
+    """Two lines per job that did not finish (its last log line, its log), then the counts."""
     lines = []
     for job in jobs:
         if job.status in ("failed", "interrupted"):
             last = job.log_tail.strip().splitlines()[-1:] or [""]
             lines.append(f"{job.status}: {job.name} (exit {job.returncode}): {last[0]}")
+            log = Path(job.run_dir) / "train.log"
+            lines.append(f"  log: {log}" if log.is_file()
+                         else "  no log: it failed before training started (the line above)")
     counts = {status: sum(job.status == status for job in jobs)
               for status in ("done", "failed", "interrupted", "pending")}
     lines.append(", ".join(f"{n} {status}" for status, n in counts.items() if n)
                  + f"; job files in {out / 'jobs'}")
     return "\n".join(lines)
+
+
+def failure_line(jobs: list[Job]) -> str | None:
+    """``2 of 12 runs failed: ...`` naming the failed runs, or None when none failed."""
+    failed = [job.name for job in jobs if job.status == "failed"]
+    if not failed:
+        return None
+    return (f"{len(failed)} of {len(jobs)} runs failed: {', '.join(failed)}; each one's log is "
+            "train.log in its run directory (listed above). Fix the cause and launch the same "
+            "sweep again: it runs only what did not finish")

@@ -1,13 +1,16 @@
 """Sweep files: experiment blocks expanded into runs, and the descriptors that name them.
 
 A sweep file is a YAML list of blocks. In a block, ``hpset: NAME`` starts from a named
-hyperparameter set (a list of names is a grid axis like any other list), ``repeat: K``
-asks for K seeds, and every other key is a config key (dotted, or nested in sections).
-A list value spawns one run per element; several list values spawn their Cartesian
-product. Keys whose own type is a list (``groups.hidden``) take a list of lists as their
-grid; a plain list is one value for them.
+hyperparameter set (a list of names is a grid axis like any other list), ``config: FILE``
+starts from a YAML config file (as ``marl train --config``; a relative path is read from
+the sweep file's folder, so the sweep means the same from any directory; a list of files
+is a grid axis), ``repeat: K`` asks for K seeds, and every other key is a config key
+(dotted, or nested in sections). A list value spawns one run per element; several list
+values spawn their Cartesian product. Keys whose own type is a list (``groups.hidden``)
+take a list of lists as their grid; a plain list is one value for them.
 
-Precedence inside one run: config defaults < the block's ``hpset`` < the block's keys.
+Precedence inside one run: config defaults < the block's ``hpset`` < its ``config`` file
+(an ``hpset:`` inside the file replaces the block's) < the block's keys.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import yaml
 
 from marl.config import Config, ConfigError, flat_keys, flatten, load
 
-SPECIAL_KEYS = ("hpset", "repeat", "name")
+SPECIAL_KEYS = ("hpset", "config", "repeat", "name")
 # Keys that never tell runs apart: seeds group together, run.* says where and how to write.
 _NOT_DESCRIPTIVE = ("seed", "run.dir", "run.resume")
 
@@ -51,6 +54,9 @@ class RunSpec:
 
 def load_sweep(path: str | Path) -> list[dict[str, Any]]:
     """Read a sweep file: a YAML list of mappings (one mapping is accepted as a list of one)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"no sweep file {path} (a relative path is read from the current "
+                          f"directory, {Path.cwd()}); pass the path of a YAML sweep file")
     try:
         blocks = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as error:
@@ -61,7 +67,22 @@ def load_sweep(path: str | Path) -> list[dict[str, Any]]:
         raise ConfigError(
             f"{path}: expected a YAML list of experiment blocks (`- hpset: ippo_tiny`), got "
             f"{type(blocks).__name__}")
+    folder = Path(path).resolve().parent
+    for index, block in enumerate(blocks):
+        if "config" in block:
+            block["config"] = _config_files(index, block, folder)
     return blocks
+
+
+def _config_files(index: int, block: Mapping[str, Any], folder: Path) -> str | list[str]:
+    """A block's ``config`` file(s) as absolute paths, relative ones read from ``folder``."""
+    value = block["config"]
+    files = value if isinstance(value, list) else [value]
+    if not files or not all(isinstance(file, str) and file for file in files):
+        raise ConfigError(f"{_label(index, block)}: config: expected a YAML file path or a "
+                          f"list of them (`config: base.yaml`), got {value!r}")
+    resolved = [str(folder / file) for file in files]  # an absolute file stays as it is
+    return resolved if isinstance(value, list) else resolved[0]
 
 
 def _is_list_typed(hint: Any) -> bool:
@@ -103,12 +124,18 @@ def expand_block(index: int, block: Mapping[str, Any]) -> list[RunSpec]:
         hpsets = hpset if isinstance(hpset, list) else [hpset]
         if not hpsets:
             raise ConfigError("hpset: an empty list gives no runs; give at least one name")
-        for name, combination in itertools.product(hpsets, itertools.product(*grid.values())):
+        files = block.get("config")
+        files = files if isinstance(files, list) else [files]
+        axes = itertools.product(hpsets, files, itertools.product(*grid.values()))
+        for name, file, combination in axes:
             overrides = dict(zip(grid, combination, strict=True))
-            base_seed = overrides.pop("seed", load(None, {}, hpset=name).seed)
+            base_seed = overrides.pop("seed", load(file, {}, hpset=name).seed)
             for offset in range(repeat):
                 updates = {**overrides, "seed": base_seed + offset}
-                runs.append(RunSpec(index, name, updates, load(None, updates, hpset=name)))
+                runs.append(RunSpec(index, name, updates, load(file, updates, hpset=name)))
+    except FileNotFoundError as error:
+        raise ConfigError(f"{_label(index, block)}: config: no such file {error.filename} (a "
+                          "relative path is read from the sweep file's folder)") from error
     except (ConfigError, TypeError) as error:
         raise ConfigError(f"{_label(index, block)}: {error}") from error
     return runs
