@@ -164,36 +164,66 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``marl`` command; a user error prints one line and returns non-zero."""
     args = _parser().parse_args(argv)
     try:
-        if args.command == "train":
-            return _train(args)
-        if args.command == "eval":
-            from marl.evaluate import evaluate
-
-            result = evaluate(args.run_dir, episodes=args.episodes, greedy=args.greedy,
-                              seed=args.seed, device=args.device)
-            try:
-                print(json.dumps(result, indent=2))
-            except BrokenPipeError:  # `marl eval ... | head` closed the pipe early
-                sys.stderr.close()
-            return 0
-        if args.command == "sweep":
-            return _sweep(args)
-        if args.command == "report":
-            return _report(args)
-        if args.command == "bench":
-            return _bench(args)
-    except (ConfigError, FileNotFoundError) as error:
-        print(f"marl {args.command}: error: {error}", file=sys.stderr)
+        return _command(args)
+    except KeyboardInterrupt:
+        print(f"marl {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except ConfigError as error:
+        _report_error(args.command, f"error: {error}")
         return 2
+    except OSError as error:  # a path the user gave that cannot be read or written
+        _report_error(args.command, f"error: {_os_error_text(error)}")
+        return 2 if isinstance(error, FileNotFoundError) else 1
     except Exception as error:
         # Errors of our own carry a message meant for the user; show it without a traceback.
         if type(error).__module__.startswith(("marl", "marl_envs")):
-            print(f"marl {args.command}: {type(error).__name__}: {error}", file=sys.stderr)
+            _report_error(args.command, f"{type(error).__name__}: {error}")
             return 1
         raise
+
+
+_MAX_MESSAGE = 600
+
+
+def _report_error(command: str, message: str) -> None:
+    """Print ``message`` as one line (some carry a library's multi-line detail)."""
+    line = " ".join(message.split())
+    if len(line) > _MAX_MESSAGE:
+        line = line[:_MAX_MESSAGE - 3] + "..."
+    print(f"marl {command}: {line}", file=sys.stderr)
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        return _train(args)
+    if args.command == "eval":
+        from marl.evaluate import evaluate
+
+        result = evaluate(args.run_dir, episodes=args.episodes, greedy=args.greedy,
+                          seed=args.seed, device=args.device)
+        try:
+            print(json.dumps(result, indent=2))
+        except BrokenPipeError:  # `marl eval ... | head` closed the pipe early
+            sys.stderr.close()
+        return 0
+    if args.command == "sweep":
+        return _sweep(args)
+    if args.command == "report":
+        return _report(args)
+    if args.command == "bench":
+        return _bench(args)
     return 2
+
+
+def _os_error_text(error: OSError) -> str:
+    """``Permission denied: runs/x`` rather than ``[Errno 13] Permission denied: 'runs/x'``."""
+    if error.filename is None or not error.strerror:
+        return str(error)
+    target = f" -> {error.filename2}" if error.filename2 is not None else ""
+    return f"{error.strerror}: {error.filename}{target}"
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -93,8 +93,8 @@ def test_input_wrapper_keys_parse_from_the_command_line() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"env.frame_stack": "0"}, "env.frame_stack: expected a positive int"),
-        ({"env.action_repeat": "-1"}, "env.action_repeat: expected a positive int"),
+        ({"env.frame_stack": "0"}, r"env.frame_stack: expected an integer >= 1, got 0"),
+        ({"env.action_repeat": "-1"}, r"env.action_repeat: expected an integer >= 1, got -1"),
         ({"env.pixel_channels": "[0]"}, "env.pixel_norm is false"),
         ({"env.agent_centric": "{points: [4]}"}, "env.agent_centric: .*position is None"),
         ({"env.agent_centric": "{position: 0, vector: [2]}"}, "Did you mean 'vectors'"),
