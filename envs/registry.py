@@ -141,8 +141,11 @@ def _make_batched(task: str, family: BatchedTaskTable, num_envs: int, kwargs: di
         raise TaskOptionError(f"task {task!r}: {clashing} are set by make()'s own arguments "
                          "(env.num_envs and device in a config); remove them from kwargs.")
     _check_kwargs(task, build, kwargs)
-    env = build(num_envs=num_envs, device=device or "cpu", include_state=include_state,
-                **kwargs)
+    try:
+        env = build(num_envs=num_envs, device=device or "cpu", include_state=include_state,
+                    **kwargs)
+    except Exception as error:  # the task refused a kwarg's value
+        raise TaskBuildError(_build_failure(task, kwargs, error)) from error
     if groups is not None:
         fixed = {name: list(spec.agents) for name, spec in env.groups.items()}
         if check_groups(groups, [a for spec in env.groups.values() for a in spec.agents]) != {
@@ -188,7 +191,7 @@ _OWN_ERRORS = (MissingDependencyError, NotParallelizableError, TaskKwargsError,
 
 def _build_failure(task: str, kwargs: Mapping[str, Any], error: BaseException) -> str:
     """One line on why building ``task`` failed, and how to see the full story."""
-    reason = " ".join(str(error).split()) or "(no message)"
+    reason = " ".join(str(error).split()).rstrip(".") or "(no message)"
     how = (f"call {task.replace(':', '.')}(**{dict(kwargs)}) in Python to see the traceback"
            if ":" in task else "check the task's kwargs (env.kwargs)")
     return (f"task {task!r} failed to build with kwargs {dict(kwargs)}: "

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from marl.config import HPSETS, ConfigError, help_text, load, parse_overrides
@@ -23,6 +24,26 @@ Examples:
 
 Config keys (set them as key=value; dotted keys address sections):
 """
+
+
+def _at_least(kind: type[int] | type[float], low: float, noun: str
+              ) -> Callable[[str], int | float]:
+    """An argparse type: a finite ``kind`` of at least ``low``, refused in one line."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"expected {noun} >= {low}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+_COUNT = _at_least(int, 1, "an integer")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,19 +113,21 @@ def _add_sweep_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
                        help="runs directory (default: runs/<sweep file name>)")
     sweep.add_argument("--executor", choices=("local", "ray"), default="local",
                        help="local worker processes (default) or Ray tasks")
-    sweep.add_argument("--workers", type=int, default=None,
+    sweep.add_argument("--workers", type=_COUNT, default=None,
                        help="local: jobs at once (default: cores // torch_threads, or "
                             "GPUs x --jobs-per-gpu)")
-    sweep.add_argument("--jobs-per-gpu", type=int, default=1, help="local: jobs sharing a GPU")
+    sweep.add_argument("--jobs-per-gpu", type=_COUNT, default=1,
+                       help="local: jobs sharing a GPU")
     sweep.add_argument("--allow-dirty", action="store_true",
                        help="run uncommitted changes: record `git diff HEAD` with each job and "
                             "apply it to the checkout")
     sweep.add_argument("--rev", default=None, help="run this commit instead of HEAD")
     sweep.add_argument("--ray-address", default=None,
                        help="ray: cluster address (default: start a local Ray)")
-    sweep.add_argument("--cpus-per-job", type=float, default=None,
+    sweep.add_argument("--cpus-per-job", type=_at_least(float, 0.0, "a number"), default=None,
                        help="ray: CPUs per job (default: the job's torch_threads)")
-    sweep.add_argument("--gpus-per-job", type=float, default=0.0, help="ray: GPUs per job")
+    sweep.add_argument("--gpus-per-job", type=_at_least(float, 0.0, "a number"), default=0.0,
+                       help="ray: GPUs per job")
 
 
 def _add_report_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

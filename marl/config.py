@@ -453,10 +453,12 @@ def dump(config: Config, path: str | Path) -> None:
 
 
 def help_text() -> str:
-    """Every key with its type, default and meaning, for ``--help``."""
+    """Every key with its type, range, default and meaning, for ``--help``."""
     defaults = flatten(to_dict(Config()))
     lines = []
     for key, (hint, text) in flat_keys().items():
         type_name = getattr(hint, "__name__", str(hint).replace("typing.", ""))
+        allowed = RANGES[key].describe() if key in RANGES else ""
+        type_name += f" {allowed}" if allowed else ""
         lines.append(f"  {key:<26} {text} [{type_name}, default {defaults.get(key)!r}]")
     return "\n".join(lines)

@@ -194,6 +194,9 @@ def check_values(values: Mapping[str, Any], hints: Mapping[str, Any]) -> None:
     for key, rule in RANGES.items():
         if key in values and key in hints:
             check_number(key, values[key], hints[key], rule)
+    if values.get("run.dir") == "":  # Path("") is the current folder: a run would fill it
+        raise ConfigError("run.dir: expected a directory path or None, got ''; "
+                          "e.g. run.dir=runs/my_run")
     check_combinations(values)
 
 

@@ -118,11 +118,15 @@ CASES = [
          r"'toy/coop_match' does not accept the keyword argument 'N'"),
     case("action space the algorithm cannot take", "train env.task=toy/coop_match "
          "algo.name=maddpg", r"algo\.name=maddpg needs continuous .* Discrete\(3\)"),
+    case("torch task refusing a kwarg's value",
+         "train env.task=torch/simple_spread_v3 env.kwargs.N=0",
+         r"task 'torch/simple_spread_v3' failed to build with kwargs \{'N': 0\}: ValueError: N"),
     case("make option the task cannot take", "train env.task=toy/coop_match env.num_workers=2",
          r"num_workers applies to vector='subprocess' only"),
     # Run directories and checkpoints.
     case("resume without run.dir", "train run.resume=true",
          r"run\.resume=true needs run\.dir"),
+    case("empty run.dir", "train run.dir=", r"run\.dir: expected a directory path or None"),
     case("existing run dir without resume", "train run.dir={run}",
          r"run directory .*run already holds a run; pass run\.resume=true"),
     case("resume with another config", "train --config {resumable}/config.yaml "
@@ -164,6 +168,8 @@ CASES = [
          r"block 1: algo\.gamma: expected a number in \(0, 1\], got 2"),
     case("unknown hpset in a sweep", "sweep {inputs}/sweep_hpset.yaml --dry-run",
          r"block 1: unknown hpset 'nope'"),
+    case("sweep with zero workers", "sweep {inputs}/sweep_repeat.yaml --workers 0",
+         r"--workers: expected an integer >= 1, got '0'", usage=True),
     # Reports.
     case("report of a missing runs dir", "report {inputs}/no_runs_here",
          r"no_runs_here is not a directory", subprocess=True),
@@ -174,6 +180,8 @@ CASES = [
          r"--final-points: expected an integer >= 1, got 0"),
     case("report over a run with a broken config.yaml", "report {broken_config}",
          r"broken_config.*config\.yaml: not valid YAML"),
+    case("report over a run with a broken run.json", "report {broken_info}",
+         r"broken_info.*run\.json: not valid JSON"),
     # Benchmarks.
     case("unknown benchmark", "bench sharng", r"unknown benchmark 'sharng'; available: .*sharing"),
 ]
@@ -189,7 +197,7 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                           "run.dir": str(run), "run.tensorboard": "false",
                           "train.progress": "false", "torch_threads": "1"}))
     derived = {name: root / name for name in ("resumable", "no_checkpoint", "corrupt",
-                                              "other_config", "broken_config")}
+                                              "other_config", "broken_config", "broken_info")}
     for folder in derived.values():
         shutil.copytree(run, folder)
     shutil.rmtree(derived["no_checkpoint"] / "checkpoints")
@@ -198,6 +206,7 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     other = apply(load(run / "config.yaml"), {"groups.hidden": [32]})
     dump(other, derived["other_config"] / "config.yaml")
     (derived["broken_config"] / "config.yaml").write_text("env: [toy\n")
+    (derived["broken_info"] / "run.json").write_text('{"descriptor": "cut sh')
     inputs = root / "inputs"
     _write_inputs(inputs)
     (root / "empty").mkdir()

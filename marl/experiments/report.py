@@ -102,8 +102,13 @@ def find_runs(root: Path) -> list[Run]:
         info_path = folder / "run.json"
         info = _read_mapping(info_path, "json") if info_path.is_file() else {}
         group = info.get("descriptor") or _fallback_group(flat)
-        runs.append(Run(folder, group, int(info.get("seed", flat.get("seed", 0))),
-                        str(flat.get("env.task", "")), _read_records(metrics)))
+        seed = info.get("seed", flat.get("seed", 0))
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            source = info_path if "seed" in info else folder / "config.yaml"
+            raise ConfigError(f"{source}: seed: expected an integer, got {seed!r}; fix or "
+                              f"move away the run folder {folder}")
+        runs.append(Run(folder, str(group), seed, str(flat.get("env.task", "")),
+                        _read_records(metrics)))
     return runs
 
 
