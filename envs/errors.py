@@ -20,6 +20,18 @@ class TaskKwargsError(TypeError):
     """The task's constructor does not accept a keyword argument that was given."""
 
 
+class TaskOptionError(ValueError):
+    """An option of ``make`` (vector backend, workers, time limit...) this task cannot take."""
+
+
+class TaskBuildError(RuntimeError):
+    """The task's constructor (or the import of its module) raised an error of its own."""
+
+
+class NotAParallelEnvError(TypeError):
+    """The task's constructor returned something that is not a PettingZoo ParallelEnv."""
+
+
 class NotParallelizableError(ValueError):
     """The task only exists as a turn-based AEC env and cannot be stepped in parallel."""
 

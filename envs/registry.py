@@ -30,7 +30,11 @@ from marl_envs.core import BatchedEnv
 from marl_envs.errors import (
     GroupingError,
     MissingDependencyError,
+    NotAParallelEnvError,
+    NotParallelizableError,
+    TaskBuildError,
     TaskKwargsError,
+    TaskOptionError,
     UnknownTaskError,
 )
 from marl_envs.families import FAMILIES, BatchedTaskTable, Constructor, Family
@@ -88,21 +92,23 @@ def make(
             tensors.
 
     Raises:
-        UnknownTaskError, MissingDependencyError, TaskKwargsError,
-        NotParallelizableError, UnsupportedSpaceError, GroupingError.
+        UnknownTaskError, MissingDependencyError, TaskKwargsError, TaskOptionError,
+        TaskBuildError, NotAParallelEnvError, NotParallelizableError,
+        UnsupportedSpaceError, GroupingError.
     """
     if vector not in VECTOR_BACKENDS:
-        raise ValueError(f"vector must be one of {VECTOR_BACKENDS}, got {vector!r}.")
+        raise TaskOptionError(f"vector must be one of {VECTOR_BACKENDS}, got {vector!r}.")
     family = FAMILIES.get(task.partition("/")[0]) if ":" not in task else None
     if isinstance(family, BatchedTaskTable):
         if action_repeat != 1:
-            raise ValueError(f"task {task!r} is a batched torch task; action_repeat="
+            raise TaskOptionError(f"task {task!r} is a batched torch task; action_repeat="
                              f"{action_repeat} is implemented for PettingZoo tasks only. Use "
                              "action_repeat=1 (env.action_repeat=1) or a PettingZoo task.")
         return _make_batched(task, family, num_envs, dict(kwargs or {}), vector, num_workers,
                              groups, max_episode_steps, include_state, device)
     if vector == "sync" and num_workers is not None:
-        raise ValueError("num_workers applies to vector='subprocess' only; drop it or switch.")
+        raise TaskOptionError("num_workers applies to vector='subprocess' only "
+                              "(env.vector=subprocess); drop it (env.num_workers) or switch.")
     factory = TaskFactory(task, dict(kwargs or {}), max_episode_steps, action_repeat)
     if vector == "sync":
         return SyncVectorEnv(factory, num_envs, groups=groups, include_state=include_state)
@@ -122,21 +128,24 @@ def _make_batched(task: str, family: BatchedTaskTable, num_envs: int, kwargs: di
     _resolve(task)  # unknown names fail here, with suggestions
     build = family.tasks[task.partition("/")[2]]
     if vector != "sync" or num_workers is not None:
-        raise ValueError(f"task {task!r} steps every copy in one set of tensors in this "
+        raise TaskOptionError(f"task {task!r} steps every copy in one set of tensors in this "
                          "process; vector='subprocess' and num_workers do not apply. Use "
                          "vector='sync' (env.vector=sync) and leave num_workers unset.")
     if max_episode_steps is not None:
-        raise ValueError(f"task {task!r} sets its episode length itself; instead of "
+        raise TaskOptionError(f"task {task!r} sets its episode length itself; instead of "
                          f"max_episode_steps={max_episode_steps}, pass "
                          f"kwargs={{'max_cycles': {max_episode_steps}}} "
                          f"(env.kwargs.max_cycles={max_episode_steps}).")
     clashing = [key for key in _SET_BY_MAKE if key in kwargs]
     if clashing:
-        raise ValueError(f"task {task!r}: {clashing} are set by make()'s own arguments "
+        raise TaskOptionError(f"task {task!r}: {clashing} are set by make()'s own arguments "
                          "(env.num_envs and device in a config); remove them from kwargs.")
     _check_kwargs(task, build, kwargs)
-    env = build(num_envs=num_envs, device=device or "cpu", include_state=include_state,
-                **kwargs)
+    try:
+        env = build(num_envs=num_envs, device=device or "cpu", include_state=include_state,
+                    **kwargs)
+    except Exception as error:  # the task refused a kwarg's value
+        raise TaskBuildError(_build_failure(task, kwargs, error)) from error
     if groups is not None:
         fixed = {name: list(spec.agents) for name, spec in env.groups.items()}
         if check_groups(groups, [a for spec in env.groups.values() for a in spec.agents]) != {
@@ -159,16 +168,34 @@ def make_parallel_env(
     _check_kwargs(task, signature_source, kwargs)
     try:
         env = constructor(**kwargs)
+    except _OWN_ERRORS:
+        raise
     except ImportError as error:
         raise MissingDependencyError(f"task {task!r} could not be built: {error}") from error
     except TypeError as error:
         if "unexpected keyword argument" in str(error):
             raise TaskKwargsError(f"task {task!r} rejected its kwargs {kwargs}: {error}") from error
-        raise
+        raise TaskBuildError(_build_failure(task, kwargs, error)) from error
+    except Exception as error:  # the task's own code refused its kwargs or failed
+        raise TaskBuildError(_build_failure(task, kwargs, error)) from error
     _check_is_parallel_env(task, env)
     if max_episode_steps is not None:
         env = TimeLimit(env, max_episode_steps)
     return env if action_repeat == 1 else ActionRepeat(env, action_repeat)
+
+
+# Errors raised on purpose while building a task; they already say what to do.
+_OWN_ERRORS = (MissingDependencyError, NotParallelizableError, TaskKwargsError,
+               TaskOptionError, UnknownTaskError)
+
+
+def _build_failure(task: str, kwargs: Mapping[str, Any], error: BaseException) -> str:
+    """One line on why building ``task`` failed, and how to see the full story."""
+    reason = " ".join(str(error).split()).rstrip(".") or "(no message)"
+    how = (f"call {task.replace(':', '.')}(**{dict(kwargs)}) in Python to see the traceback"
+           if ":" in task else "check the task's kwargs (env.kwargs)")
+    return (f"task {task!r} failed to build with kwargs {dict(kwargs)}: "
+            f"{type(error).__name__}: {reason}; {how}")
 
 
 def list_families(installed_only: bool = False) -> list[str]:
@@ -232,6 +259,9 @@ def _family(family_name: str, task: str) -> Family:
 
 def _import_callable(task: str) -> Callable[..., Any]:
     module_name, _, attribute_path = task.partition(":")
+    if not module_name or not attribute_path:
+        raise UnknownTaskError(f"task id {task!r} must look like 'module.path:function' (e.g. "
+                               "'my_package.my_envs:make_env'), with both parts non-empty.")
     try:
         module: ModuleType = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
@@ -243,6 +273,11 @@ def _import_callable(task: str) -> Callable[..., Any]:
         raise MissingDependencyError(
             f"task {task!r}: module {module_name!r} needs {error.name!r}, which is not installed."
         ) from error
+    except Exception as error:  # a syntax error or an exception in the module's own code
+        reason = " ".join(str(error).split()) or "(no message)"
+        raise TaskBuildError(
+            f"task {task!r}: importing module {module_name!r} failed: {type(error).__name__}: "
+            f"{reason}; run `python -c 'import {module_name}'` to see the traceback") from error
     target: Any = module
     for part in attribute_path.split("."):
         if not hasattr(target, part):
@@ -285,13 +320,16 @@ def _closest(name: str, candidates: Sequence[str], n: int, cutoff: float) -> lis
 
 def _check_is_parallel_env(task: str, env: Any) -> None:
     if isinstance(env, AECEnv):
-        raise TypeError(
+        raise NotAParallelEnvError(
             f"task {task!r} returned an AEC env ({env}); expected a ParallelEnv. Wrap it "
             "with pettingzoo.utils.conversions.aec_to_parallel (or "
             "turn_based_aec_to_parallel for turn-based games) in your function."
         )
     if not all(hasattr(env, name) for name in ("possible_agents", "reset", "step")):
-        raise TypeError(
-            f"task {task!r} returned {type(env).__name__}; expected a PettingZoo ParallelEnv "
-            "(with possible_agents, reset and step)."
+        shown = " ".join(repr(env).split())
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise NotAParallelEnvError(
+            f"task {task!r} returned {type(env).__name__} ({shown}); expected a PettingZoo "
+            "ParallelEnv (with possible_agents, reset and step). Return one from the function, "
+            "e.g. `return my_module.parallel_env()`."
         )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from marl.config import HPSETS, ConfigError, help_text, load, parse_overrides
@@ -23,6 +24,26 @@ Examples:
 
 Config keys (set them as key=value; dotted keys address sections):
 """
+
+
+def _at_least(kind: type[int] | type[float], low: float, noun: str
+              ) -> Callable[[str], int | float]:
+    """An argparse type: a finite ``kind`` of at least ``low``, refused in one line."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"expected {noun} >= {low}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+_COUNT = _at_least(int, 1, "an integer")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,10 +116,11 @@ def _add_sweep_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
                        help="runs directory (default: runs/<sweep file name>)")
     sweep.add_argument("--executor", choices=("local", "ray"), default="local",
                        help="local worker processes (default) or Ray tasks")
-    sweep.add_argument("--workers", type=int, default=None,
+    sweep.add_argument("--workers", type=_COUNT, default=None,
                        help="local: jobs at once (default: cores // torch_threads, or "
                             "GPUs x --jobs-per-gpu)")
-    sweep.add_argument("--jobs-per-gpu", type=int, default=1, help="local: jobs sharing a GPU")
+    sweep.add_argument("--jobs-per-gpu", type=_COUNT, default=1,
+                       help="local: jobs sharing a GPU")
     sweep.add_argument("--allow-dirty", action="store_true",
                        help="run uncommitted changes: record `git diff HEAD` with each job and "
                             "apply it to the checkout")
@@ -108,9 +130,10 @@ def _add_sweep_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
                             "holding the current directory)")
     sweep.add_argument("--ray-address", default=None,
                        help="ray: cluster address (default: start a local Ray)")
-    sweep.add_argument("--cpus-per-job", type=float, default=None,
+    sweep.add_argument("--cpus-per-job", type=_at_least(float, 0.0, "a number"), default=None,
                        help="ray: CPUs per job (default: the job's torch_threads)")
-    sweep.add_argument("--gpus-per-job", type=float, default=0.0, help="ray: GPUs per job")
+    sweep.add_argument("--gpus-per-job", type=_at_least(float, 0.0, "a number"), default=0.0,
+                       help="ray: GPUs per job")
 
 
 def _add_report_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -173,36 +196,66 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``marl`` command; a user error prints one line and returns non-zero."""
     args = _parser().parse_args(argv)
     try:
-        if args.command == "train":
-            return _train(args)
-        if args.command == "eval":
-            from marl.evaluate import evaluate
-
-            result = evaluate(args.run_dir, episodes=args.episodes, greedy=args.greedy,
-                              seed=args.seed, device=args.device)
-            try:
-                print(json.dumps(result, indent=2))
-            except BrokenPipeError:  # `marl eval ... | head` closed the pipe early
-                sys.stderr.close()
-            return 0
-        if args.command == "sweep":
-            return _sweep(args)
-        if args.command == "report":
-            return _report(args)
-        if args.command == "bench":
-            return _bench(args)
-    except (ConfigError, FileNotFoundError) as error:
-        print(f"marl {args.command}: error: {error}", file=sys.stderr)
+        return _command(args)
+    except KeyboardInterrupt:
+        print(f"marl {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except ConfigError as error:
+        _report_error(args.command, f"error: {error}")
         return 2
+    except OSError as error:  # a path the user gave that cannot be read or written
+        _report_error(args.command, f"error: {_os_error_text(error)}")
+        return 2 if isinstance(error, FileNotFoundError) else 1
     except Exception as error:
         # Errors of our own carry a message meant for the user; show it without a traceback.
         if type(error).__module__.startswith(("marl", "marl_envs")):
-            print(f"marl {args.command}: {type(error).__name__}: {error}", file=sys.stderr)
+            _report_error(args.command, f"{type(error).__name__}: {error}")
             return 1
         raise
+
+
+_MAX_MESSAGE = 600
+
+
+def _report_error(command: str, message: str) -> None:
+    """Print ``message`` as one line (some carry a library's multi-line detail)."""
+    line = " ".join(message.split())
+    if len(line) > _MAX_MESSAGE:
+        line = line[:_MAX_MESSAGE - 3] + "..."
+    print(f"marl {command}: {line}", file=sys.stderr)
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        return _train(args)
+    if args.command == "eval":
+        from marl.evaluate import evaluate
+
+        result = evaluate(args.run_dir, episodes=args.episodes, greedy=args.greedy,
+                          seed=args.seed, device=args.device)
+        try:
+            print(json.dumps(result, indent=2))
+        except BrokenPipeError:  # `marl eval ... | head` closed the pipe early
+            sys.stderr.close()
+        return 0
+    if args.command == "sweep":
+        return _sweep(args)
+    if args.command == "report":
+        return _report(args)
+    if args.command == "bench":
+        return _bench(args)
     return 2
+
+
+def _os_error_text(error: OSError) -> str:
+    """``Permission denied: runs/x`` rather than ``[Errno 13] Permission denied: 'runs/x'``."""
+    if error.filename is None or not error.strerror:
+        return str(error)
+    target = f" -> {error.filename2}" if error.filename2 is not None else ""
+    return f"{error.strerror}: {error.filename}{target}"
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -3,7 +3,8 @@
 A config is built in three layers, later layers winning: the dataclass defaults, an
 optional named hyperparameter set (``hpset``), an optional YAML file, then command-line
 overrides with dotted keys (``optim.lr=3e-4``). Every key is checked: an unknown key is
-refused with the closest valid key, a bad value with the expected type.
+refused with the closest valid key, a bad value with the expected type, and every value
+against the rules of :mod:`marl.config_rules` (choices, numeric ranges, combinations).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Any
 import yaml
 from marl_envs.frames import FrameSpec
 
-
-class ConfigError(ValueError):
-    """A config key or value that cannot be used; the message says how to fix it."""
+from marl.config_rules import CHOICES as CHOICES
+from marl.config_rules import RANGES as RANGES
+from marl.config_rules import ConfigError as ConfigError
+from marl.config_rules import check_values, coerce, yaml_error_text
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -74,10 +76,6 @@ class EnvConfig:
     )
 
     def __post_init__(self) -> None:
-        for key in ("action_repeat", "frame_stack"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"env.{key}: expected a positive int (1 = off), got {value!r}")
         if self.pixel_channels is not None and not self.pixel_norm:
             raise ConfigError(f"env.pixel_channels={self.pixel_channels} has no effect while "
                               "env.pixel_norm is false; set env.pixel_norm=true or drop it")
@@ -219,20 +217,6 @@ class Config:
         "networks on CPU, and leaves the other cores to env workers", default=1)
 
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "env.vector": ("sync", "subprocess"),
-    "algo.name": ("ippo", "mappo", "iql", "vdn", "qmix", "maddpg", "matd3"),
-    "algo.target_update": ("soft", "hard"),
-    "algo.reward_norm": ("none", "running", "episode"),
-    "groups.sharing": ("shared", "independent"),
-    "groups.backend": ("batched", "fork", "loop"),
-    "groups.activation": ("tanh", "relu"),
-    "optim.clip_mode": ("global", "group"),
-    "optim.mode": ("common", "per_agent"),
-    "optim.impl": ("fused", "foreach", "loop"),
-    "device": ("cpu", "cuda", "auto"),
-}
-
 # Named hyperparameter sets: defaults for a family of tasks, applied before the user's keys.
 HPSETS: dict[str, dict[str, Any]] = {
     "ippo_mpe": {"algo.name": "ippo"},
@@ -286,57 +270,6 @@ def _closest(key: str, candidates: Iterable[str]) -> str:
     return match[0] if match else ""
 
 
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Check ``value`` against the type ``hint``; parse strings from the command line."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
-        if is_none and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(key, value, arg)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0] if errors else f"{key}: cannot be None")
-    if isinstance(value, str) and hint is float:
-        try:  # YAML 1.1 reads "3e-4" as a string; Python reads it as the float it means
-            return float(value)
-        except ValueError:
-            pass
-    if isinstance(value, str) and hint is not str:
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{key}: could not parse {value!r}: {error}") from error
-    expected = origin or hint
-    if expected is Any:
-        return value
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if expected in (list, tuple) and isinstance(value, (list, tuple)):
-        inner = args[0] if args else Any
-        return [_coerce(key, v, inner) for v in value]
-    if expected is dict and isinstance(value, dict):
-        return dict(value)
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ConfigError(
-            f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r} "
-            f"({type(value).__name__}). Example: {key}={_example(hint)}"
-        )
-    return value
-
-
-def _example(hint: Any) -> str:
-    return {int: "10", float: "0.001", bool: "true", str: "name"}.get(hint, "...")
-
-
 def _set(tree: dict[str, Any], key: str, value: Any) -> None:
     node = tree
     *parents, last = key.split(".")
@@ -363,31 +296,43 @@ def apply(config: Config, updates: Mapping[str, Any]) -> Config:
 
     Keys under a dict-valued field (``env.kwargs.N``) set one entry of that dict.
     """
+    return from_dict(_updated(to_dict(config), updates))
+
+
+def _updated(tree: dict[str, Any], updates: Mapping[str, Any]) -> dict[str, Any]:
+    """``tree`` with ``updates`` set, each value parsed and type-checked (ranges come later,
+    once every layer is in: a file and the overrides may each change half of a pair)."""
     keys = flat_keys()
-    tree = to_dict(config)
     for key, value in updates.items():
         if key in keys:
-            hint, _ = keys[key]
-            value = _coerce(key, value, hint)
-            allowed = CHOICES.get(key)
-            if allowed is not None and value not in allowed:
-                raise ConfigError(f"{key}: expected one of {', '.join(allowed)}; got {value!r}")
-            _set(tree, key, value)
+            _set(tree, key, coerce(key, value, keys[key][0]))
             continue
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         if parent in keys and typing.get_origin(_strip_optional(keys[parent][0])) is dict:
-            sub = tree_get(tree, parent) or {}
-            sub = dict(sub)
-            raw = value
-            sub[key.rsplit(".", 1)[1]] = yaml.safe_load(raw) if isinstance(raw, str) else raw
+            sub = dict(tree_get(tree, parent) or {})
+            sub[key.rsplit(".", 1)[1]] = _parse_entry(key, value)
             _set(tree, parent, sub)
             continue
+        section = [k for k in keys if k.startswith(f"{key}.")]
+        if section:
+            raise ConfigError(f"{key}: a section; expected a mapping of its keys "
+                              f"({', '.join(section[:3])}, ...), got {value!r}; e.g. "
+                              f"{section[0]}=...")
         closest = _closest(key, keys)
         raise ConfigError(
             f"unknown config key {key!r}; did you mean {closest!r}? "
             "(`marl train --help` lists every key)"
         )
-    return from_dict(tree)
+    return tree
+
+
+def _parse_entry(key: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{key}: could not parse {value!r}: {yaml_error_text(error)}") from None
 
 
 def _strip_optional(hint: Any) -> Any:
@@ -409,6 +354,12 @@ def to_dict(config: Config) -> dict[str, Any]:
 
 
 def from_dict(tree: Mapping[str, Any], cls: type = Config) -> Any:
+    """Build ``cls`` from a nested mapping; a whole :class:`Config` is checked against
+    every rule of :mod:`marl.config_rules`."""
+    if not isinstance(tree, Mapping):
+        section = f"section {cls.__name__}" if cls is not Config else "the config"
+        raise ConfigError(f"{section}: expected a mapping of keys, got {tree!r} "
+                          f"({type(tree).__name__})")
     hints = _type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -419,7 +370,11 @@ def from_dict(tree: Mapping[str, Any], cls: type = Config) -> Any:
         hint = hints[name]
         is_section = isinstance(hint, type) and dataclasses.is_dataclass(hint)
         kwargs[name] = from_dict(value, hint) if is_section else value
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    if cls is Config:
+        hints = {key: hint for key, (hint, _) in flat_keys().items()}
+        check_values(flatten(to_dict(built)), hints)
+    return built
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, str]:
@@ -437,28 +392,57 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
          hpset: str | None = None) -> Config:
     """Build a config from defaults, an hpset, a YAML file and overrides, in that order.
 
-    A YAML file may name an ``hpset:`` at its top level.
+    A YAML file may name an ``hpset:`` at its top level. The layers are checked together at
+    the end, so a file and the overrides may each set one key of a pair.
     """
     updates: dict[str, Any] = {}
     if path is not None:
-        text = Path(path).read_text()
-        try:
-            tree = yaml.safe_load(text) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from error
-        if not isinstance(tree, dict):
-            raise ConfigError(
-                f"{path}: expected a mapping of config keys, got {type(tree).__name__}")
+        tree = _read_yaml(Path(path))
         hpset = tree.pop("hpset", hpset)
         updates.update(flatten(tree))
     overrides = dict(overrides or {})
     hpset = overrides.pop("hpset", hpset)
-    config = Config()
+    tree = to_dict(Config())
     if hpset is not None:
-        if hpset not in HPSETS:
+        if not isinstance(hpset, str) or hpset not in HPSETS:
             raise ConfigError(f"unknown hpset {hpset!r}; available: {', '.join(sorted(HPSETS))}")
-        config = apply(config, HPSETS[hpset])
-    return apply(apply(config, updates), overrides)
+        tree = _updated(tree, HPSETS[hpset])
+    try:
+        tree = _updated(tree, updates)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    tree = _updated(tree, overrides)
+    try:
+        return typing.cast(Config, from_dict(tree))
+    except ConfigError as error:
+        from_file = [key for key in updates if key not in overrides]
+        if path is not None and any(str(error).startswith(f"{key}:") for key in from_file):
+            raise ConfigError(f"{path}: {error}") from None
+        raise
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML config file; a missing, unreadable or invalid file is refused."""
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist; pass the path of a YAML file "
+                          "(e.g. --config runs/X/config.yaml)")
+    if path.is_dir():
+        hint = (f" (the run's config is {path / 'config.yaml'})"
+                if (path / "config.yaml").is_file() else "")
+        raise ConfigError(f"config file {path} is a directory, not a YAML file{hint}")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} cannot be read: {error}") from None
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {yaml_error_text(error)}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of config keys (e.g. `optim: {{lr: 0.001}}`), got "
+            f"{type(tree).__name__}")
+    return tree
 
 
 def dump(config: Config, path: str | Path) -> None:
@@ -469,10 +453,12 @@ def dump(config: Config, path: str | Path) -> None:
 
 
 def help_text() -> str:
-    """Every key with its type, default and meaning, for ``--help``."""
+    """Every key with its type, range, default and meaning, for ``--help``."""
     defaults = flatten(to_dict(Config()))
     lines = []
     for key, (hint, text) in flat_keys().items():
         type_name = getattr(hint, "__name__", str(hint).replace("typing.", ""))
+        allowed = RANGES[key].describe() if key in RANGES else ""
+        type_name += f" {allowed}" if allowed else ""
         lines.append(f"  {key:<26} {text} [{type_name}, default {defaults.get(key)!r}]")
     return "\n".join(lines)

@@ -11,7 +11,7 @@ from marl_envs.core import BatchedReset
 
 from marl import checkpoint
 from marl.algos.ppo import PPO
-from marl.config import Config, apply, load
+from marl.config import CHOICES, Config, ConfigError, apply, load
 from marl.groups import AgentGroup
 from marl.logging import EpisodeTracker
 from marl.trainer import build_env, load_modules, make_algorithm, resolve_device
@@ -41,10 +41,21 @@ def evaluate(run_dir: str | Path, episodes: int = 20, greedy: bool = False,
     ``episodes`` episodes to finish are counted, which favours short episodes on tasks
     whose length varies.
     """
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ConfigError(f"episodes: expected an integer >= 1, got {episodes!r}; "
+                          "e.g. --episodes 20")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed: expected an integer in [0, {2**32 - 1}], got {seed!r}; "
+                          "e.g. --seed 12345")
+    if device is not None and device not in CHOICES["device"]:
+        raise ConfigError(f"device: expected one of {', '.join(CHOICES['device'])}, got "
+                          f"{device!r}; e.g. --device cpu")
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a run directory: no config.yaml in it")
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: no config.yaml in it "
+                                "(pass the folder `marl train` printed as its run directory)")
+    path = checkpoint.latest(run_dir / "checkpoints")
     config: Config = load(config_path)
     num_envs = max(1, min(episodes, config.env.num_envs))
     overrides: dict[str, Any] = {"env.num_envs": num_envs, "env.vector": "sync", "seed": seed}
@@ -53,7 +64,6 @@ def evaluate(run_dir: str | Path, episodes: int = 20, greedy: bool = False,
     env = build_env(config, torch_device)
     try:
         algo = make_algorithm(env, config, torch_device)
-        path = checkpoint.latest(run_dir / "checkpoints")
         state = checkpoint.load(path, map_location=torch_device)
         load_modules(algo, state, path)
         tracker = EpisodeTracker({n: s.num_agents for n, s in env.groups.items()}, num_envs,

@@ -135,4 +135,4 @@ def test_a_missing_sweep_file_is_one_line_naming_the_directory(tmp_path: Path) -
     result = marl(tmp_path, "sweep", "nope.yaml", "--dry-run")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert f"no sweep file {(tmp_path / 'nope.yaml').resolve()}" in result.stderr
+    assert f"sweep file {(tmp_path / 'nope.yaml').resolve()} does not exist" in result.stderr

@@ -186,7 +186,7 @@ def test_action_space_mismatch_is_refused_naming_the_algorithms_that_fit(
 
 
 def test_bad_off_policy_settings_are_refused() -> None:
-    with pytest.raises(ConfigError, match="algo.n_step must be >= 1"):
+    with pytest.raises(ConfigError, match="algo.n_step: expected an integer >= 1, got 0"):
         _build("vdn", **{"algo.n_step": "0"})
     with pytest.raises(ConfigError, match="algo.target_update"):
         load(overrides={"algo.target_update": "polyak"})

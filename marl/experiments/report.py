@@ -13,6 +13,7 @@ task, so a bootstrap over seeds), see :mod:`marl.experiments.stats`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -24,7 +25,8 @@ import numpy as np
 import yaml
 
 from marl.checkpoint import atomic_write_text
-from marl.config import flatten
+from marl.config import ConfigError, flatten
+from marl.config_rules import yaml_error_text
 from marl.experiments.stats import iqm, mean, stratified_bootstrap_ci
 
 MIN_SEEDS = 3
@@ -52,12 +54,32 @@ class Run:
 
 def _read_records(path: Path) -> list[dict[str, Any]]:
     records = []
-    for line in path.read_text().splitlines():
+    # A crash can cut the last line short, even inside a multi-byte character.
+    for line in path.read_text(errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a line cut short by a crash
+            continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
+
+
+def _read_mapping(path: Path, kind: str) -> dict[str, Any]:
+    """The mapping in a run's ``config.yaml`` (YAML) or ``run.json`` (JSON)."""
+    fix = f"fix or move away the run folder {path.parent}"
+    try:
+        text = path.read_text()
+        tree = json.loads(text) if kind == "json" else yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {yaml_error_text(error)}; {fix}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not valid {kind.upper()}: {error}; {fix}") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {type(tree).__name__}; {fix}")
+    return tree
 
 
 def _fallback_group(flat: dict[str, Any]) -> str:
@@ -76,12 +98,17 @@ def find_runs(root: Path) -> list[Run]:
         if not (folder / "config.yaml").is_file() or "checkouts" in folder.relative_to(
                 root).parts:
             continue
-        flat = flatten(yaml.safe_load((folder / "config.yaml").read_text()) or {})
+        flat = flatten(_read_mapping(folder / "config.yaml", "yaml"))
         info_path = folder / "run.json"
-        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+        info = _read_mapping(info_path, "json") if info_path.is_file() else {}
         group = info.get("descriptor") or _fallback_group(flat)
-        runs.append(Run(folder, group, int(info.get("seed", flat.get("seed", 0))),
-                        str(flat.get("env.task", "")), _read_records(metrics)))
+        seed = info.get("seed", flat.get("seed", 0))
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            source = info_path if "seed" in info else folder / "config.yaml"
+            raise ConfigError(f"{source}: seed: expected an integer, got {seed!r}; fix or "
+                              f"move away the run folder {folder}")
+        runs.append(Run(folder, str(group), seed, str(flat.get("env.task", "")),
+                        _read_records(metrics)))
     return runs
 
 
@@ -161,6 +188,19 @@ def marl_eval_data(groups: dict[str, list[Run]], metric: str, final_points: int 
     return data
 
 
+def _check_metric(groups: dict[str, list[Run]], metric: str, root: Path) -> None:
+    """Refuse a metric that no run logged, naming the ones they did."""
+    logged = sorted({key for runs in groups.values() for run in runs for record in run.records
+                     for key, value in record.items() if isinstance(value, (int, float))})
+    if metric in logged:
+        return
+    close = difflib.get_close_matches(metric, logged, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    shown = ", ".join(logged[:12]) + (", ..." if len(logged) > 12 else "")
+    raise ConfigError(f"--metric {metric}: no run under {root} logged it; {hint}"
+                      f"logged metrics: {shown or 'none (empty metrics.jsonl files)'}")
+
+
 def write_report(root: Path, out: Path, metric: str = "episode_return",
                  xs: Sequence[str] = ("env_steps", "wall_time"), final_points: int = 1) -> str:
     """Write ``report.md``, ``curves_<metric>_<x>.png`` and ``marl_eval.json``; return the table."""
@@ -170,11 +210,13 @@ def write_report(root: Path, out: Path, metric: str = "episode_return",
         raise FileNotFoundError(f"{root} is not a directory; pass the runs directory of a sweep "
                                 "(for example runs/my_sweep)")
     if final_points < 1:
-        raise ValueError(f"final_points must be at least 1, got {final_points}")
+        raise ConfigError(f"--final-points: expected an integer >= 1, got {final_points}; "
+                          "e.g. --final-points 1")
     groups = group_runs(find_runs(root))
     if not groups:
         raise FileNotFoundError(f"no runs under {root}: expected folders holding metrics.jsonl "
                                 "and config.yaml")
+    _check_metric(groups, metric, root)
     text = table(groups, metric, final_points)
     out.mkdir(parents=True, exist_ok=True)
     images = []

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from marl.config import Config, ConfigError, flat_keys, flatten, load
+from marl.config_rules import yaml_error_text
 
 SPECIAL_KEYS = ("hpset", "config", "repeat", "name")
 # Keys that never tell runs apart: seeds group together, run.* says where and how to write.
@@ -54,21 +55,31 @@ class RunSpec:
 
 def load_sweep(path: str | Path) -> list[dict[str, Any]]:
     """Read a sweep file: a YAML list of mappings (one mapping is accepted as a list of one)."""
-    if not Path(path).is_file():
-        raise ConfigError(f"no sweep file {path} (a relative path is read from the current "
-                          f"directory, {Path.cwd()}); pass the path of a YAML sweep file")
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise ConfigError(f"sweep file {path} {what} (a relative path is read from the current "
+                          f"directory, {Path.cwd()}); pass a YAML file of experiment blocks "
+                          "(`marl sweep --help` shows one)")
     try:
-        blocks = yaml.safe_load(Path(path).read_text())
+        blocks = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+        raise ConfigError(f"{path}: not valid YAML: {yaml_error_text(error)}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"sweep file {path} cannot be read: {error}") from None
     if isinstance(blocks, dict):
         blocks = [blocks]
-    if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
+    if not isinstance(blocks, list) or not blocks:
         raise ConfigError(
             f"{path}: expected a YAML list of experiment blocks (`- hpset: ippo_tiny`), got "
-            f"{type(blocks).__name__}")
-    folder = Path(path).resolve().parent
+            f"{'an empty file' if blocks is None else type(blocks).__name__}")
+    folder = path.resolve().parent
     for index, block in enumerate(blocks):
+        if not isinstance(block, dict):
+            raise ConfigError(
+                f"{path}: block {index + 1} is {block!r} ({type(block).__name__}); expected a "
+                "YAML list of experiment blocks, each a mapping of config keys "
+                "(`- hpset: ippo_tiny`)")
         if "config" in block:
             block["config"] = _config_files(index, block, folder)
     return blocks
