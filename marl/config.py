@@ -187,6 +187,9 @@ class OptimConfig:
                       default="fused")
 
 
+EVAL_MODES = ("mode", "sample")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     total_env_steps: int = _help("env steps to train for (summed over env copies)",
@@ -194,6 +197,31 @@ class TrainConfig:
     log_every: int = _help("env steps between metric lines", default=10_000)
     checkpoint_every: int = _help("env steps between checkpoints", default=50_000)
     progress: bool = _help("print progress lines", default=True)
+    replay_checkpoint_mb: float = _help(
+        "off-policy: save the replay buffer beside each checkpoint (its filled part) while it "
+        "holds at most this many megabytes (10^6 bytes); over it, or at 0, resuming refills "
+        "the buffer for algo.warmup_steps env steps", default=2048.0)
+    eval_every: int = _help(
+        "env steps between evaluations in separate env copies (greedy Q methods, actors "
+        "without noise, frozen observation statistics), and one at the end; 0 = off",
+        default=20_000)
+    eval_episodes: int = _help("episodes per evaluation (mean per-agent return, 95% CI)",
+                               default=32)
+    eval_mode: str = _help("PPO actions in evaluation: 'mode' (the most likely action) or "
+                           "'sample'", default="mode")
+
+    def __post_init__(self) -> None:
+        for key in ("eval_every", "replay_checkpoint_mb"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or value < 0:
+                raise ConfigError(f"train.{key}: expected a number >= 0 (0 = off), got "
+                                  f"{value!r}")
+        if isinstance(self.eval_episodes, bool) or self.eval_episodes < 1:
+            raise ConfigError(f"train.eval_episodes: expected a positive int, got "
+                              f"{self.eval_episodes!r}")
+        if self.eval_mode not in EVAL_MODES:
+            raise ConfigError(f"train.eval_mode: expected one of {', '.join(EVAL_MODES)}; "
+                              f"got {self.eval_mode!r}")
 
 
 @dataclass(frozen=True)
