@@ -36,7 +36,8 @@ def evaluate(run_dir: str | Path, episodes: int = 20, greedy: bool = False,
         raise FileNotFoundError(f"{run_dir} is not a run directory: no config.yaml in it")
     config: Config = load(config_path)
     num_envs = max(1, min(episodes, config.env.num_envs))
-    overrides: dict[str, Any] = {"env.num_envs": num_envs, "env.vector": "sync", "seed": seed}
+    overrides: dict[str, Any] = {"env.num_envs": num_envs, "env.vector": "sync",
+                                 "env.num_workers": None, "seed": seed}
     config = apply(config, overrides)
     torch_device = resolve_device(device or config.device)
     env = build_env(config, torch_device)

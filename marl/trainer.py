@@ -326,9 +326,9 @@ def _evaluator(config: Config, device: torch.device) -> Evaluator | None:
     train_cfg = config.train
     if train_cfg.eval_every == 0:
         return None
-    eval_config = apply(config, {"env.num_envs": min(train_cfg.eval_episodes,
-                                                     config.env.num_envs),
-                                 "env.vector": "sync"})
+    copies = min(train_cfg.eval_episodes, config.env.num_envs)
+    eval_config = apply(config, {"env.num_envs": copies, "env.vector": "sync",
+                                 "env.num_workers": None})
     with preserved_rng(device):  # building envs must not move the training RNG streams
         env = build_env(eval_config, device)
     return Evaluator(env, train_cfg.eval_episodes, config.seed + EVAL_SEED_OFFSET,

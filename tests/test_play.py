@@ -13,10 +13,11 @@ import torch
 from marl.algos.ppo import PPO
 from marl.cli import main
 from marl.config import ConfigError, apply, load
+from marl.evaluate import evaluate
 from marl.experiments.report import write_report
 from marl.logging import _tag
 from marl.play import Evaluator, play_episodes
-from marl.trainer import build_env, make_algorithm, train
+from marl.trainer import _evaluator, build_env, make_algorithm, train
 
 sys.path.insert(0, str(Path(__file__).parent / "envs"))
 from scripted_batched import ScriptedBatchedEnv
@@ -128,3 +129,13 @@ def test_report_reads_eval_return_from_runs_with_eval_lines(tmp_path: Path) -> N
 def test_bad_eval_and_replay_keys_are_refused(key: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load(overrides={key: value})
+
+
+def test_evaluation_plays_in_process_copies_of_a_subprocess_run(tmp_path: Path) -> None:
+    overrides = _tiny(tmp_path, "sub", **{"env.vector": "subprocess", "env.num_workers": "2",
+                                          "train.eval_episodes": "3"})
+    evaluator = _evaluator(load(overrides=overrides), CPU)
+    assert evaluator is not None and evaluator.env.num_envs == 3
+    evaluator.close()
+    run_dir = train(load(overrides={**overrides, "train.total_env_steps": "256"})).run_dir
+    assert evaluate(run_dir, episodes=4)["episodes"] == 4
