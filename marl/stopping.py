@@ -74,11 +74,11 @@ def interrupted(run_dir: Path, directory: Path, signum: int, env_steps: int,
     found = checkpoint.list_checkpoints(directory)
     newest = found[-1] if found else None
     resume = f"marl train run.dir={shlex.quote(str(run_dir.resolve()))} run.resume=true"
-    if saved:
+    if newest is None:
+        text = f"{name}: stopped at env step {env_steps:,}, before any checkpoint was written"
+    elif saved:
         text = (f"{name}: stopped at env step {env_steps:,}; checkpoint written to {newest}\n"
                 f"resume with:  {resume}")
-    elif newest is None:
-        text = f"{name} again: stopped at once, before any checkpoint was written"
     else:
         text = (f"{name} again: stopped at once; the newest complete checkpoint is {newest}\n"
                 f"resume with:  {resume}")

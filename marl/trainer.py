@@ -124,46 +124,61 @@ class _Loop:
         next_eval = _next_multiple(self.env_steps, max(train_cfg.eval_every, 1))
         self.start = self.last_time = time.perf_counter()
         metrics: dict[str, float] = {}
+        losses: dict[str, float] = {}
+        written = saved = self.env_steps
         while self.env_steps < total and stop.signum is None:
             progress = self.env_steps / total
             self.env_steps += algo.collect(self.tracker)
             losses = self._update(progress)
-            # A signal during the iteration stops the loop here, at a consistent state.
-            stopping, finished = stop.signum is not None, self.env_steps >= total
-            log = self.env_steps >= next_log or finished or stopping
-            evaluate = (self.evaluator is not None and not stopping
-                        and (self.env_steps >= next_eval or finished))
-            if log or evaluate:
-                metrics = self._metrics(losses if log else None, evaluate)
+            finished = self.env_steps >= total
+            results = None
+            if self.evaluator is not None and (self.env_steps >= next_eval or finished):
+                results = self._evaluate()
+                next_eval = _next_multiple(self.env_steps, train_cfg.eval_every)
+            if self.env_steps >= next_checkpoint or finished:
+                self.saver.save(algo, self.env_steps, self._wall_time())
+                saved = self.env_steps
+                next_checkpoint = _next_multiple(self.env_steps, train_cfg.checkpoint_every)
+            # Decided last, so a signal that came during the evaluation or the checkpoint
+            # also gets this step's training statistics written.
+            log = self.env_steps >= next_log or finished or stop.signum is not None
+            if log or results is not None:
+                metrics = self._metrics(losses if log else None, results)
                 self.writer.write(metrics)
+                written = self.env_steps
             if log:
                 next_log = _next_multiple(self.env_steps, train_cfg.log_every)
-            if evaluate:
-                next_eval = _next_multiple(self.env_steps, train_cfg.eval_every)
-            if self.env_steps >= next_checkpoint or finished or stopping:
+        if stop.signum is not None and self.env_steps < total:
+            # Stopped by a signal after a whole iteration: keep its statistics and state.
+            if written != self.env_steps:
+                metrics = self._metrics(losses, None)
+                self.writer.write(metrics)
+            if saved != self.env_steps:
                 self.saver.save(algo, self.env_steps, self._wall_time())
-                next_checkpoint = _next_multiple(self.env_steps, train_cfg.checkpoint_every)
         return metrics
 
     def _wall_time(self) -> float:
         return self.wall_offset + time.perf_counter() - self.start
 
-    def _metrics(self, losses: dict[str, float] | None, evaluate: bool) -> dict[str, float]:
+    def _evaluate(self) -> dict[str, float]:
+        assert self.evaluator is not None
+        results = self.evaluator(self.algo)
+        self.eval_seconds += results["eval_time"]  # left out of the steps per second
+        return results
+
+    def _metrics(self, losses: dict[str, float] | None,
+                 results: dict[str, float] | None) -> dict[str, float]:
         """One metrics line: training statistics when ``losses`` are given (a log step),
-        the evaluation's results when ``evaluate``; an evaluation between log steps gets a
-        line of its own, so the training windows are the same with evaluation on or off."""
+        and the evaluation's ``results``. An evaluation between log steps gets a line of
+        its own, so the training windows are the same with evaluation on or off."""
         metrics: dict[str, float] = {"env_steps": self.env_steps, "wall_time": self._wall_time()}
         if losses is not None:
             now = time.perf_counter()
-            seconds = now - self.last_time - self.eval_seconds  # evaluations left out
+            seconds = now - self.last_time - self.eval_seconds
             metrics.update(sps=(self.env_steps - self.last_steps) / max(seconds, 1e-9),
                            **self.tracker.pop(), **losses)
             self.last_time, self.last_steps, self.eval_seconds = now, self.env_steps, 0.0
-        if evaluate and self.evaluator is not None:
-            results = self.evaluator(self.algo)
-            self.eval_seconds += results["eval_time"]
-            metrics.update(results)
-        return metrics
+        return {**metrics, **(results or {})}
 
     def _update(self, progress: float) -> dict[str, float]:
         try:

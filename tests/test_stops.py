@@ -19,6 +19,7 @@ from marl.algos.off_policy import OffPolicy
 from marl.algos.q_learning import QLearning
 from marl.cli import main
 from marl.config import load
+from marl.play import Evaluator
 from marl.replay import GroupTransition, ReplayBuffer
 from marl.stopping import TrainingInterrupted
 from marl.trainer import _Checkpoints, build_env, make_algorithm, train
@@ -168,6 +169,29 @@ def test_second_signal_mid_save_leaves_the_previous_checkpoint_and_its_buffer(
     algo, printed = _restored(overrides)
     assert "replay buffer restored: 64 transitions" in printed  # the buffer of step 64
     assert algo.env_steps == 64
+
+
+def test_signal_during_an_evaluation_still_stops_with_a_checkpoint_at_that_step(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    evaluate = Evaluator.__call__
+
+    def evaluate_then_signal(self: Evaluator, algo: Any) -> dict[str, float]:
+        os.kill(os.getpid(), signal.SIGINT)
+        return evaluate(self, algo)
+
+    monkeypatch.setattr(Evaluator, "__call__", evaluate_then_signal)
+    config = load(overrides={"hpset": "ippo_tiny", "train.total_env_steps": "4096",
+                             "train.log_every": "100000", "train.checkpoint_every": "100000",
+                             "train.eval_every": "384", "train.eval_episodes": "4",
+                             "run.dir": str(tmp_path / "run"), "run.tensorboard": "false",
+                             "train.progress": "false"})
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(config, stream=io.StringIO())
+    # The evaluation at 384 env steps (3 iterations of 128) ran; the stop followed it.
+    assert stopped.value.exit_code == 130
+    assert stopped.value.checkpoint == tmp_path / "run" / "checkpoints" / "step_000000000384.pt"
+    (row,) = _rows(tmp_path / "run")
+    assert row["env_steps"] == 384 and "eval_return" in row and "episode_return" in row
 
 
 def _filled(capacity: int, steps: int) -> ReplayBuffer:
