@@ -79,7 +79,7 @@ def _training(task: str, num_envs: int, vector: str, algo: str, env_steps: int,
             "algo.name": algo, "train.total_env_steps": str(env_steps),
             "train.log_every": "1", "train.checkpoint_every": str(10 * env_steps),
             "train.progress": "false", "run.tensorboard": "false", "run.dir": run_dir,
-            **parse_overrides(overrides)})
+            "train.eval_every": "0", **parse_overrides(overrides)})
         train(config)
         lines = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").open()]
     # lines[0] closes the first iteration (start-up); off-policy learners also skip the

@@ -1,9 +1,15 @@
 """Atomic checkpoints and safe loading.
 
 A checkpoint is written to a temporary file in the same folder and renamed over its
-final name, so a crash mid-write never leaves a half-written file under a checkpoint's
-name, and the previous checkpoints stay intact. Loading uses
+final name, so a crash (or a second Ctrl-C) mid-write never leaves a half-written file
+under a checkpoint's name, and the previous checkpoints stay intact. Loading uses
 ``torch.load(weights_only=True)``, which refuses to run code stored in a file.
+
+An off-policy run's replay buffer goes beside its checkpoint as
+``replay_step_<env steps>.pt``: only the newest is kept (it can be large), and its name
+carries the step so a checkpoint is never paired with a buffer of another step. It is
+written before the checkpoint of the same step and the older buffer removed after it, so
+the newest checkpoint's buffer exists whenever the writes in between were cut short.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 import torch
 
 _NAME = re.compile(r"^step_(\d+)\.pt$")
+_REPLAY_NAME = re.compile(r"^replay_step_(\d+)\.pt$")
 
 
 class CheckpointError(RuntimeError):
@@ -41,11 +48,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def save(directory: Path, env_steps: int, state: dict[str, Any], keep: int = 3) -> Path:
-    """Write ``state`` as ``directory/step_<env_steps>.pt``; keep the newest ``keep`` files."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"step_{env_steps:012d}.pt"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+def atomic_torch_save(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` into a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         torch.save(state, tmp)
@@ -55,9 +61,62 @@ def save(directory: Path, env_steps: int, state: dict[str, Any], keep: int = 3) 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save(directory: Path, env_steps: int, state: dict[str, Any], keep: int = 3) -> Path:
+    """Write ``state`` as ``directory/step_<env_steps>.pt``; keep the newest ``keep`` files."""
+    path = directory / f"step_{env_steps:012d}.pt"
+    atomic_torch_save(path, state)
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return path
+
+
+def replay_path(directory: Path, env_steps: int) -> Path:
+    """Where the replay buffer saved with the checkpoint of ``env_steps`` lives."""
+    return directory / f"replay_step_{env_steps:012d}.pt"
+
+
+def save_replay(directory: Path, env_steps: int, state: dict[str, Any]) -> Path:
+    """Write the replay buffer ``state`` of step ``env_steps`` (call before :func:`save`)."""
+    path = replay_path(directory, env_steps)
+    atomic_torch_save(path, {"env_steps": env_steps, "replay": state})
+    return path
+
+
+def prune_replays(directory: Path, keep_step: int | None) -> None:
+    """Remove every replay file but the one of ``keep_step`` (all of them for None)."""
+    if not directory.is_dir():
+        return
+    for path in directory.iterdir():
+        match = _REPLAY_NAME.match(path.name)
+        if match and int(match.group(1)) != keep_step:
+            path.unlink(missing_ok=True)
+
+
+def load_replay(directory: Path, env_steps: int,
+                map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """The replay buffer state saved with the checkpoint of ``env_steps``, or None if none was.
+
+    Raises:
+        CheckpointError: the file is corrupt or holds another step's buffer.
+    """
+    path = replay_path(directory, env_steps)
+    if not path.exists():
+        return None
+    try:
+        saved = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CheckpointError(f"replay buffer {path} is corrupt ({type(error).__name__}: "
+                              f"{reason}); delete it to resume without it (the buffer then "
+                              "refills for algo.warmup_steps env steps)") from error
+    found = saved.get("env_steps") if isinstance(saved, dict) else None
+    if found != env_steps or not isinstance(saved.get("replay"), dict):
+        raise CheckpointError(f"replay buffer {path} holds step {found}, not {env_steps}; "
+                              "delete it to resume without it")
+    state: dict[str, Any] = saved["replay"]
+    return state
 
 
 def list_checkpoints(directory: Path) -> list[Path]:

@@ -259,6 +259,7 @@ def _os_error_text(error: OSError) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from marl.stopping import TrainingInterrupted
     from marl.trainer import train
 
     overrides = parse_overrides(args.overrides)
@@ -267,7 +268,13 @@ def _train(args: argparse.Namespace) -> int:
     if config.run.resume and args.config is None and saved.is_file():
         # Resuming continues the run as it was configured; overrides still apply on top.
         config = load(saved, overrides)
-    train(config)
+    try:
+        train(config)
+    except TrainingInterrupted as stop:  # SIGINT / SIGTERM; train() printed how to resume
+        return stop.exit_code
+    except KeyboardInterrupt:  # Ctrl-C before the loop (and its signal handlers) started
+        print("marl train: interrupted before training started", file=sys.stderr)
+        return 128 + signal.SIGINT
     return 0
 
 

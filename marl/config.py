@@ -192,6 +192,18 @@ class TrainConfig:
     log_every: int = _help("env steps between metric lines", default=10_000)
     checkpoint_every: int = _help("env steps between checkpoints", default=50_000)
     progress: bool = _help("print progress lines", default=True)
+    replay_checkpoint_mb: float = _help(
+        "off-policy: save the replay buffer beside each checkpoint (its filled part) while it "
+        "holds at most this many megabytes (10^6 bytes); over it, or at 0, resuming refills "
+        "the buffer for algo.warmup_steps env steps", default=2048.0)
+    eval_every: int = _help(
+        "env steps between evaluations in separate env copies (greedy Q methods, actors "
+        "without noise, frozen observation statistics), and one at the end; 0 = off",
+        default=20_000)
+    eval_episodes: int = _help("episodes per evaluation (mean per-agent return, 95% CI)",
+                               default=32)
+    eval_mode: str = _help("PPO actions in evaluation: 'mode' (the most likely action) or "
+                           "'sample'", default="mode")
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,8 @@ class MetricsWriter:
     """Writes ``metrics.jsonl`` lines, tensorboard scalars and console progress lines.
 
     Tensorboard tags live in fixed namespaces: ``charts/`` (returns, speed, schedules)
-    and ``losses/<group>/`` (loss terms), as CleanRL lays them out.
+    and ``losses/<group>/`` (loss terms), as CleanRL lays them out, and ``eval/`` for the
+    evaluations during training (``eval_return`` is ``eval/return``).
     """
 
     def __init__(self, run_dir: Path, tensorboard: bool, progress: bool,
@@ -137,6 +138,8 @@ class MetricsWriter:
         values = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
                   for k, v in flat_config.items()}
         metrics = {"charts/episode_return": float("nan")}
+        if flat_config.get("train.eval_every"):
+            metrics["eval/return"] = float("nan")
         for summary in hparams(values, metrics):
             self.writer.file_writer.add_summary(summary)
 
@@ -160,6 +163,8 @@ class MetricsWriter:
 
 
 def _tag(key: str) -> str:
+    if key.startswith("eval_"):
+        return f"eval/{key.removeprefix('eval_')}"
     if key.startswith(("episode_", "sps", "lr", "ent_coef", "episodes", "wall_time")):
         return f"charts/{key}"
     return f"losses/{key}"
@@ -169,6 +174,11 @@ def _progress_line(metrics: Mapping[str, float], total: int) -> str:
     steps = int(metrics["env_steps"])
     ret = metrics.get("episode_return")
     ret_text = "    n/a" if ret is None or math.isnan(ret) else f"{ret:7.2f}"
+    evaluation = metrics.get("eval_return")
+    eval_text = "" if evaluation is None else (
+        f"eval {evaluation:7.2f} [{metrics['eval_return_ci_low']:.2f}, "
+        f"{metrics['eval_return_ci_high']:.2f}] | ")
+    train_text = "" if "sps" not in metrics else (
+        f"{metrics['sps']:7,.0f} steps/s | return {ret_text} | ")
     return (f"env steps {steps:>10,}/{total:,} ({100 * steps / max(total, 1):3.0f}%) | "
-            f"{metrics.get('sps', 0):7,.0f} steps/s | return {ret_text} | "
-            f"{time.strftime('%H:%M:%S')}")
+            f"{train_text}{eval_text}{time.strftime('%H:%M:%S')}")

@@ -15,7 +15,7 @@ agent, and at the newest stored slot: a window is never read across the write po
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -218,3 +218,67 @@ class ReplayBuffer:
             next_alive=alive & ~terminated_in_team_window,
             team_next_obs=store.final_obs[team_slot, env],
         )
+
+    # -------------------------------------------------------------- checkpoint
+    def _fields(self) -> dict[str, torch.Tensor]:
+        """Every storage tensor ``[C, E, ...]`` by a flat name."""
+        fields = {f"{name}.{field}": value for name, store in self.storage.items()
+                  for field, value in store._asdict().items()}
+        fields.update(team_reward=self.team_reward, team_terminated=self.team_terminated,
+                      team_truncated=self.team_truncated)
+        if self.state is not None and self.final_state is not None:
+            fields.update(state=self.state, final_state=self.final_state)
+        return fields
+
+    def nbytes(self) -> int:
+        """Bytes of the filled part of the storage (what :meth:`state_dict` holds)."""
+        return sum(value[0].nbytes for value in self._fields().values()) * self.size
+
+    def state_dict(self) -> dict[str, Any]:
+        """The filled slots ``[size, E, ...]`` of every tensor (on the CPU) and the position.
+
+        Slots fill from 0 until the buffer is full, so ``[:size]`` is exactly what is stored.
+        """
+        # clone: a saved view would carry the whole preallocated storage into the file.
+        fields = {key: value[:self.size].to("cpu", copy=True)
+                  for key, value in self._fields().items()}
+        return {"capacity": self.capacity, "num_envs": self.num_envs, "pos": self.pos,
+                "size": self.size, "fields": fields}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output and end the episodes that were in flight.
+
+        A resumed run starts new episodes in every env copy, so the newest stored step is
+        marked as a truncation of every copy whose episode had not ended: n-step windows
+        stop there and bootstrap from its ``final_obs``, instead of running into the
+        episodes that follow the resume.
+
+        Raises:
+            ValueError: the saved buffer has another capacity, env count or layout (the
+                buffer is left empty then).
+        """
+        mine = self._fields()
+        saved = state["fields"]
+        size = int(state["size"])
+        if (int(state["capacity"]), int(state["num_envs"])) != (self.capacity, self.num_envs):
+            raise ValueError(f"saved buffer holds {state['capacity']} slots of "
+                             f"{state['num_envs']} env copies, this run's "
+                             f"{self.capacity} of {self.num_envs}")
+        if not 0 <= size <= self.capacity or not 0 <= int(state["pos"]) < self.capacity:
+            raise ValueError(f"saved buffer position {state['pos']} or size {size} is out of "
+                             f"range for {self.capacity} slots")
+        for key, value in mine.items():
+            other = saved.get(key)
+            if other is None or other.shape[1:] != value.shape[1:] or other.dtype != value.dtype:
+                shape = None if other is None else (tuple(other.shape[1:]), other.dtype)
+                raise ValueError(f"saved buffer field {key} is {shape}, this run's is "
+                                 f"{(tuple(value.shape[1:]), value.dtype)}")
+            if other.shape[0] != size:
+                raise ValueError(f"saved buffer field {key} holds {other.shape[0]} slots, "
+                                 f"its size says {size}")
+        for key, value in mine.items():
+            value[:size] = saved[key].to(self.device)
+        self.size, self.pos = size, int(state["pos"])
+        if size:
+            newest = (self.pos - 1) % self.capacity
+            self.team_truncated[newest] = ~self.team_terminated[newest]

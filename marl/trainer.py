@@ -7,7 +7,9 @@ into one backward and one optimiser step. The off-policy algorithms (IQL, VDN, Q
 :mod:`marl.algos.q_learning`; MADDPG, MATD3 in :mod:`marl.algos.ddpg`) follow the same two
 calls: ``collect`` steps into a replay buffer, ``update`` takes gradient steps on sampled
 batches and moves the target networks (:mod:`marl.algos.off_policy`). This file only wires
-them together.
+them together, with evaluation in env copies of its own (:mod:`marl.play`), checkpoints
+(:mod:`marl.checkpoint`; off-policy runs keep their replay buffer beside them) and stops
+on SIGINT / SIGTERM that write a checkpoint first (:mod:`marl.stopping`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -31,8 +34,10 @@ from marl.algos.ddpg import DDPG
 from marl.algos.off_policy import CONTINUOUS_ALGOS, DISCRETE_ALGOS, OffPolicy
 from marl.algos.ppo import PPO, NonFiniteLossError
 from marl.algos.q_learning import QLearning
-from marl.config import Config, ConfigError, dump, flatten, to_dict
+from marl.config import Config, ConfigError, apply, dump, flatten, to_dict
 from marl.logging import EpisodeTracker, MetricsWriter
+from marl.play import EVAL_SEED_OFFSET, Evaluator, preserved_rng
+from marl.stopping import StopSignals, interrupted
 
 
 @dataclasses.dataclass
@@ -45,7 +50,11 @@ class RunResult:
 
 
 def train(config: Config, stream: TextIO = sys.stdout) -> RunResult:
-    """Train with ``config``; return the run directory and the last metrics."""
+    """Train with ``config``; return the run directory and the last metrics.
+
+    Raises:
+        TrainingInterrupted: SIGINT or SIGTERM stopped the run (after a checkpoint).
+    """
     run_dir = _run_dir(config)
     _seed(config.seed)
     if config.torch_threads is not None:
@@ -53,53 +62,132 @@ def train(config: Config, stream: TextIO = sys.stdout) -> RunResult:
     device = resolve_device(config.device)
     env = build_env(config, device)
     algo = make_algorithm(env, config, device)
+    evaluator = _evaluator(config, device)
     tracker = EpisodeTracker({n: s.num_agents for n, s in env.groups.items()}, env.num_envs,
                              device)
     writer = MetricsWriter(run_dir, config.run.tensorboard, config.train.progress,
                            config.train.total_env_steps, stream)
+    saver = _Checkpoints(run_dir, config, stream)
     env_steps, wall_offset = 0, 0.0
-    if config.run.resume and checkpoint.list_checkpoints(run_dir / "checkpoints"):
-        env_steps, wall_offset = _restore(algo, run_dir, device)
+    if config.run.resume and checkpoint.list_checkpoints(saver.directory):
+        env_steps, wall_offset = saver.restore(algo, device)
         writer.truncate_after(env_steps)
         algo.reset_env(seed=config.seed + env_steps)
         stream.write(f"resuming {run_dir} from env step {env_steps:,}\n")
     dump(config, run_dir / "config.yaml")
     writer.hparams(flatten(to_dict(config)))
-    total = config.train.total_env_steps
-    next_log = _next_multiple(env_steps, config.train.log_every)
-    next_checkpoint = _next_multiple(env_steps, config.train.checkpoint_every)
-    start, last_time, last_steps = time.perf_counter(), time.perf_counter(), env_steps
-    metrics: dict[str, float] = {}
+    loop = _Loop(config, algo, tracker, writer, saver, evaluator, env_steps, wall_offset)
+    stop = StopSignals()
     try:
-        while env_steps < total:
-            progress = env_steps / total
-            env_steps += algo.collect(tracker)
+        with stop:
             try:
-                losses = algo.update(progress)
-            except NonFiniteLossError as error:
-                raise NonFiniteLossError(
-                    f"at env step {env_steps:,}: {error}. The run stopped without writing a "
-                    f"checkpoint; the last good one is in {run_dir / 'checkpoints'}"
-                ) from error
-            finished = env_steps >= total
-            if env_steps >= next_log or finished:
-                now = time.perf_counter()
-                metrics = {"env_steps": env_steps,
-                           "wall_time": wall_offset + now - start,
-                           "sps": (env_steps - last_steps) / max(now - last_time, 1e-9),
-                           **tracker.pop(), **losses}
-                writer.write(metrics)
-                last_time, last_steps = now, env_steps
-                next_log = _next_multiple(env_steps, config.train.log_every)
-            if env_steps >= next_checkpoint or finished:
-                _save(algo, run_dir, env_steps, wall_offset + time.perf_counter() - start)
-                next_checkpoint = _next_multiple(env_steps, config.train.checkpoint_every)
-    finally:
-        env.close()
-        writer.close()
+                metrics = loop.run(stop)
+            finally:
+                env.close()
+                if evaluator is not None:
+                    evaluator.close()
+                writer.close()
+    except KeyboardInterrupt as error:  # a second signal: quit now, files are atomic
+        forced = interrupted(run_dir, saver.directory, stop.signum or signal.SIGINT,
+                             loop.env_steps, saved=False)
+        stream.write(f"\n{forced}\n")
+        raise forced from error
+    if stop.signum is not None and loop.env_steps < config.train.total_env_steps:
+        message = interrupted(run_dir, saver.directory, stop.signum, loop.env_steps,
+                              saved=True)
+        stream.write(f"{message}\n")
+        stream.flush()
+        raise message
     stream.write(f"run directory: {run_dir}\n"
                  f"open it with:  tensorboard --logdir {run_dir}\n")
-    return RunResult(run_dir, env_steps, metrics)
+    return RunResult(run_dir, loop.env_steps, metrics)
+
+
+class _Loop:
+    """The loop of :func:`train`: collect, update, log (and evaluate), checkpoint."""
+
+    def __init__(self, config: Config, algo: Algorithm, tracker: EpisodeTracker,
+                 writer: MetricsWriter, saver: _Checkpoints, evaluator: Evaluator | None,
+                 env_steps: int, wall_offset: float) -> None:
+        self.config, self.algo, self.tracker = config, algo, tracker
+        self.writer, self.saver, self.evaluator = writer, saver, evaluator
+        self.env_steps, self.wall_offset = env_steps, wall_offset
+        self.start = self.last_time = time.perf_counter()
+        self.last_steps, self.eval_seconds = env_steps, 0.0
+
+    def run(self, stop: StopSignals) -> dict[str, float]:
+        """Iterate until ``train.total_env_steps`` or a stop signal; return the last metrics."""
+        train_cfg, algo = self.config.train, self.algo
+        total = train_cfg.total_env_steps
+        next_log = _next_multiple(self.env_steps, train_cfg.log_every)
+        next_checkpoint = _next_multiple(self.env_steps, train_cfg.checkpoint_every)
+        next_eval = _next_multiple(self.env_steps, max(train_cfg.eval_every, 1))
+        self.start = self.last_time = time.perf_counter()
+        metrics: dict[str, float] = {}
+        losses: dict[str, float] = {}
+        written = saved = self.env_steps
+        while self.env_steps < total and stop.signum is None:
+            progress = self.env_steps / total
+            self.env_steps += algo.collect(self.tracker)
+            losses = self._update(progress)
+            finished = self.env_steps >= total
+            results = None
+            if self.evaluator is not None and (self.env_steps >= next_eval or finished):
+                results = self._evaluate()
+                next_eval = _next_multiple(self.env_steps, train_cfg.eval_every)
+            if self.env_steps >= next_checkpoint or finished:
+                self.saver.save(algo, self.env_steps, self._wall_time())
+                saved = self.env_steps
+                next_checkpoint = _next_multiple(self.env_steps, train_cfg.checkpoint_every)
+            # Decided last, so a signal that came during the evaluation or the checkpoint
+            # also gets this step's training statistics written.
+            log = self.env_steps >= next_log or finished or stop.signum is not None
+            if log or results is not None:
+                metrics = self._metrics(losses if log else None, results)
+                self.writer.write(metrics)
+                written = self.env_steps
+            if log:
+                next_log = _next_multiple(self.env_steps, train_cfg.log_every)
+        if stop.signum is not None and self.env_steps < total:
+            # Stopped by a signal after a whole iteration: keep its statistics and state.
+            if written != self.env_steps:
+                metrics = self._metrics(losses, None)
+                self.writer.write(metrics)
+            if saved != self.env_steps:
+                self.saver.save(algo, self.env_steps, self._wall_time())
+        return metrics
+
+    def _wall_time(self) -> float:
+        return self.wall_offset + time.perf_counter() - self.start
+
+    def _evaluate(self) -> dict[str, float]:
+        assert self.evaluator is not None
+        results = self.evaluator(self.algo)
+        self.eval_seconds += results["eval_time"]  # left out of the steps per second
+        return results
+
+    def _metrics(self, losses: dict[str, float] | None,
+                 results: dict[str, float] | None) -> dict[str, float]:
+        """One metrics line: training statistics when ``losses`` are given (a log step),
+        and the evaluation's ``results``. An evaluation between log steps gets a line of
+        its own, so the training windows are the same with evaluation on or off."""
+        metrics: dict[str, float] = {"env_steps": self.env_steps, "wall_time": self._wall_time()}
+        if losses is not None:
+            now = time.perf_counter()
+            seconds = now - self.last_time - self.eval_seconds
+            metrics.update(sps=(self.env_steps - self.last_steps) / max(seconds, 1e-9),
+                           **self.tracker.pop(), **losses)
+            self.last_time, self.last_steps, self.eval_seconds = now, self.env_steps, 0.0
+        return {**metrics, **(results or {})}
+
+    def _update(self, progress: float) -> dict[str, float]:
+        try:
+            return self.algo.update(progress)
+        except NonFiniteLossError as error:
+            raise NonFiniteLossError(
+                f"at env step {self.env_steps:,}: {error}. The run stopped without writing a "
+                f"checkpoint; the last good one is in {self.saver.directory}"
+            ) from error
 
 
 Algorithm = PPO | OffPolicy
@@ -174,28 +262,92 @@ def _next_multiple(value: int, every: int) -> int:
     return (value // every + 1) * every
 
 
-def _save(algo: Algorithm, run_dir: Path, env_steps: int, wall_time: float) -> Path:
-    state: dict[str, Any] = {
-        "env_steps": env_steps,
-        "wall_time": wall_time,
-        "modules": {name: module.state_dict() for name, module in algo.modules().items()},
-        "optimizer": algo.optimizer.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-    }
-    if isinstance(algo, OffPolicy):
-        state["algo"] = algo.extra_state()
-    return checkpoint.save(run_dir / "checkpoints", env_steps, state)
+class _Checkpoints:
+    """Writes and restores a run's checkpoints and, for off-policy runs, its replay buffer."""
+
+    def __init__(self, run_dir: Path, config: Config, stream: TextIO) -> None:
+        self.directory = run_dir / "checkpoints"
+        self.replay_limit = config.train.replay_checkpoint_mb * 1e6
+        self.warmup_steps = config.algo.warmup_steps
+        self.stream = stream
+        self.warned = False
+
+    def save(self, algo: Algorithm, env_steps: int, wall_time: float) -> Path:
+        state: dict[str, Any] = {
+            "env_steps": env_steps,
+            "wall_time": wall_time,
+            "modules": {name: module.state_dict() for name, module in algo.modules().items()},
+            "optimizer": algo.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        replay_step = None
+        if isinstance(algo, OffPolicy):
+            state["algo"] = algo.extra_state()
+            if self._fits(algo):  # the buffer first: the checkpoint's buffer always exists
+                checkpoint.save_replay(self.directory, env_steps, algo.replay.state_dict())
+                replay_step = env_steps
+        path = checkpoint.save(self.directory, env_steps, state)
+        if isinstance(algo, OffPolicy):
+            checkpoint.prune_replays(self.directory, replay_step)
+        return path
+
+    def _fits(self, algo: OffPolicy) -> bool:
+        size = algo.replay.nbytes()
+        if self.replay_limit == 0 or size <= self.replay_limit:
+            return self.replay_limit > 0
+        if not self.warned:
+            self.stream.write(
+                f"warning: the replay buffer holds {size / 1e6:,.0f} MB, over "
+                f"train.replay_checkpoint_mb={self.replay_limit / 1e6:g}; checkpoints leave "
+                f"it out, and a resumed run refills it for algo.warmup_steps="
+                f"{self.warmup_steps:,} env steps. Raise train.replay_checkpoint_mb to keep "
+                "it.\n")
+            self.warned = True
+        return False
+
+    def restore(self, algo: Algorithm, device: torch.device) -> tuple[int, float]:
+        """Load the newest checkpoint into ``algo``; return its env steps and wall time."""
+        path = checkpoint.latest(self.directory)
+        state = checkpoint.load(path, map_location=device)
+        load_modules(algo, state, path)
+        algo.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        env_steps = int(state["env_steps"])
+        if isinstance(algo, OffPolicy):
+            algo.load_extra_state(state["algo"])
+            self._restore_replay(algo, path, env_steps, device)
+        return env_steps, float(state["wall_time"])
+
+    def _restore_replay(self, algo: OffPolicy, path: Path, env_steps: int,
+                        device: torch.device) -> None:
+        saved = checkpoint.load_replay(self.directory, env_steps, map_location=device)
+        refill = f"it refills for algo.warmup_steps={self.warmup_steps:,} env steps"
+        if saved is None:
+            self.stream.write(f"warning: no replay buffer was saved with {path.name}; "
+                              f"{refill}\n")
+            return
+        try:
+            algo.replay.load_state_dict(saved)
+        except ValueError as error:
+            self.stream.write(f"warning: the replay buffer saved with {path.name} does not "
+                              f"fit this run ({error}); {refill}\n")
+            return
+        self.stream.write(f"replay buffer restored: {algo.replay.num_transitions:,} "
+                          "transitions\n")
 
 
-def _restore(algo: Algorithm, run_dir: Path, device: torch.device) -> tuple[int, float]:
-    path = checkpoint.latest(run_dir / "checkpoints")
-    state = checkpoint.load(path, map_location=device)
-    load_modules(algo, state, path)
-    algo.optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"].cpu())
-    if isinstance(algo, OffPolicy):
-        algo.load_extra_state(state["algo"])
-    return int(state["env_steps"]), float(state["wall_time"])
+def _evaluator(config: Config, device: torch.device) -> Evaluator | None:
+    """Evaluation in env copies of its own (``train.eval_every > 0``), else None."""
+    train_cfg = config.train
+    if train_cfg.eval_every == 0:
+        return None
+    copies = min(train_cfg.eval_episodes, config.env.num_envs)
+    eval_config = apply(config, {"env.num_envs": copies, "env.vector": "sync",
+                                 "env.num_workers": None})
+    with preserved_rng(device):  # building envs must not move the training RNG streams
+        env = build_env(eval_config, device)
+    return Evaluator(env, train_cfg.eval_episodes, config.seed + EVAL_SEED_OFFSET,
+                     train_cfg.eval_mode)
 
 
 def load_modules(algo: Algorithm, state: dict[str, Any], path: Path) -> None:

@@ -148,7 +148,8 @@ def test_config_files_are_read_from_the_sweep_files_folder(
 
 def test_a_missing_config_file_names_the_block_and_the_path(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(yaml.safe_dump([{"seed": 1}, {"config": "base.yaml"}]))
-    with pytest.raises(ConfigError, match=f"block 2: config file {tmp_path}/base.yaml does not exist"):
+    missing = f"block 2: config file {tmp_path}/base.yaml does not exist"
+    with pytest.raises(ConfigError, match=missing):
         expand(load_sweep(tmp_path / "s.yaml"))
     (tmp_path / "s.yaml").write_text(yaml.safe_dump([{"config": 3}]))
     with pytest.raises(ConfigError, match="block 1: config: expected a YAML file path"):

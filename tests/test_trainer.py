@@ -35,7 +35,8 @@ def _metrics(run_dir: Path) -> list[dict[str, float]]:
 
 
 def _without_timing(rows: list[dict[str, float]]) -> list[dict[str, float]]:
-    return [{k: v for k, v in row.items() if k not in ("wall_time", "sps")} for row in rows]
+    return [{k: v for k, v in row.items() if k not in ("wall_time", "sps", "eval_time")}
+            for row in rows]
 
 
 def test_same_seed_gives_identical_metrics(tmp_path: Path) -> None:

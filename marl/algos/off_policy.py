@@ -254,7 +254,9 @@ class OffPolicy:
 
     # -------------------------------------------------------------- checkpoint
     def extra_state(self) -> dict[str, Any]:
-        """Counters that schedules depend on (the replay buffer is not checkpointed)."""
+        """Counters that schedules depend on (epsilon; delayed actor and hard target
+        updates). The replay buffer is saved beside the checkpoint, in a file of its own
+        (:meth:`marl.replay.ReplayBuffer.state_dict`)."""
         return {"env_steps": self.env_steps, "num_updates": self.num_updates}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
