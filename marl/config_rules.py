@@ -84,7 +84,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optim.clip_mode": ("global", "group"),
     "optim.mode": ("common", "per_agent"),
     "optim.impl": ("fused", "foreach", "loop"),
-    "train.eval_mode": ("sample", "mode"),
+    "train.eval_mode": ("mode", "sample"),
     "device": ("cpu", "cuda", "auto"),
 }
 
@@ -132,9 +132,9 @@ RANGES: dict[str, Rule] = {
     "train.total_env_steps": at_least(1, "300000"),
     "train.log_every": at_least(1, "10000"),
     "train.checkpoint_every": at_least(1, "50000"),
-    "train.eval_every": at_least(0, "50000"),
-    "train.eval_episodes": at_least(1, "20"),
-    "train.replay_checkpoint_mb": at_least(0, "512"),
+    "train.eval_every": at_least(0, "20000"),
+    "train.eval_episodes": at_least(1, "32"),
+    "train.replay_checkpoint_mb": at_least(0, "2048"),
     "seed": within(0, _MAX_SEED, "1"),
     "torch_threads": at_least(1, "1"),
 }

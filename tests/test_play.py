@@ -122,8 +122,8 @@ def test_report_reads_eval_return_from_runs_with_eval_lines(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("key,value,message", [
     ("train.eval_mode", "greedy", "expected one of mode, sample"),
-    ("train.eval_episodes", "0", "expected a positive int"),
-    ("train.eval_every", "-1", "expected a number >= 0"),
+    ("train.eval_episodes", "0", "expected an integer >= 1"),
+    ("train.eval_every", "-1", "expected an integer >= 0"),
     ("train.replay_checkpoint_mb", "-5", "expected a number >= 0"),
 ])
 def test_bad_eval_and_replay_keys_are_refused(key: str, value: str, message: str) -> None:
