@@ -13,6 +13,9 @@ from collections.abc import Callable
 
 import pytest
 import torch
+
+# Exports the gradients in place of the weights; any AgentWeights group works.
+from test_nets_recurrent import canonical_grads
 from torch import nn
 from torch.nn import functional
 
@@ -78,24 +81,6 @@ def randomise(net: nn.Module, seed: int = 2) -> None:
     with torch.no_grad():
         for parameter in net.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
-
-
-def canonical_grads(net: IndependentEncoders) -> dict[str, torch.Tensor]:
-    """Parameter gradients in the canonical ``[A, ...]`` form, whatever the backend.
-
-    Every layout maps parameters to canonical keys linearly, so exporting the gradients
-    in place of the weights gives the gradients' canonical form.
-    """
-    parameters = list(net.parameters())
-    saved = [parameter.detach().clone() for parameter in parameters]
-    with torch.no_grad():
-        for parameter in parameters:
-            assert parameter.grad is not None
-            parameter.copy_(parameter.grad)
-        grads = net.export_stacked()
-        for parameter, value in zip(parameters, saved, strict=True):
-            parameter.copy_(value)
-    return grads
 
 
 @pytest.mark.parametrize("kind", KINDS)
