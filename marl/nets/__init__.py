@@ -7,6 +7,12 @@ agent ID appended) and :class:`IndependentNets` (one MLP per agent, run by the `
 The recurrent counterparts map whole sequences, ``[T, B, A, F] -> [T, B, A, O]`` with a
 state ``[B, A, H]`` passed in and returned (:mod:`marl.nets.recurrent`):
 :class:`SharedGRU`, :class:`IndependentGRUs`, built by :func:`make_recurrent_group_net`.
+
+Encoders and trunk parts for composed networks (``encoder -> (one-hot ID) -> trunk ->
+(GRU) -> head``), each shared or independent: :func:`make_cnn_encoder` (images
+``[H, W, C]``), :func:`make_entity_encoder` (entity rows ``[N, F]``, from a flat observation
+through an :class:`EntityLayout`), :func:`make_trunk` (the MLP with optional LayerNorm and
+residual blocks); :func:`choose_encoder` picks the encoder from the observation's shape.
 """
 
 from __future__ import annotations
@@ -14,6 +20,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from marl.nets._checks import check_choice
+from marl.nets._encoder_group import IndependentEncoders, SharedEncoder
+from marl.nets.cnn import CNNEncoder, ConvSpec, GroupedCNN, default_conv_layers, make_cnn_encoder
+from marl.nets.encoders import ENCODER_SHAPES, ENCODERS, choose_encoder
+from marl.nets.entity import POOLS, EntityEncoder, StackedEntityEncoder, make_entity_encoder
+from marl.nets.entity_layout import EntityLayout, EntitySlice, mpe_spread_layout
 from marl.nets.independent import BACKENDS, IndependentNets, StackedMLP
 from marl.nets.mlp import ACTIVATIONS, HIDDEN_GAIN, layer_init, linear_layers, mlp
 from marl.nets.recurrent import (
@@ -25,6 +36,7 @@ from marl.nets.recurrent import (
 )
 from marl.nets.shared import SharedNet
 from marl.nets.stacked_gru import StackedGRUAgents, StackedGRUCell
+from marl.nets.trunk import StackedTrunkMLP, TrunkMLP, make_trunk
 
 SHARING_MODES = ("shared", "independent")
 """Allowed values of ``make_group_net(sharing=...)``."""
@@ -38,25 +50,45 @@ RecurrentGroup = SharedGRU | IndependentGRUs
 __all__ = [
     "ACTIVATIONS",
     "BACKENDS",
+    "ENCODERS",
+    "ENCODER_SHAPES",
     "HIDDEN_GAIN",
+    "POOLS",
     "RNN_HIDDEN",
     "SHARING_MODES",
+    "CNNEncoder",
+    "ConvSpec",
+    "EntityEncoder",
+    "EntityLayout",
+    "EntitySlice",
     "GRUAgent",
     "GroupNet",
+    "GroupedCNN",
+    "IndependentEncoders",
     "IndependentGRUs",
     "IndependentNets",
     "RecurrentGroup",
     "RecurrentGroupNet",
+    "SharedEncoder",
     "SharedGRU",
     "SharedNet",
+    "StackedEntityEncoder",
     "StackedGRUAgents",
     "StackedGRUCell",
     "StackedMLP",
+    "StackedTrunkMLP",
+    "TrunkMLP",
+    "choose_encoder",
+    "default_conv_layers",
     "layer_init",
     "linear_layers",
+    "make_cnn_encoder",
+    "make_entity_encoder",
     "make_group_net",
     "make_recurrent_group_net",
+    "make_trunk",
     "mlp",
+    "mpe_spread_layout",
 ]
 
 
