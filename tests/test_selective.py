@@ -53,10 +53,12 @@ def _true_roles(num_roles: int, role_seed: int, num_agents: int = 6) -> torch.Te
 # --- K-stack network ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("agent_id", [True, False])
-def test_one_network_is_the_shared_network(agent_id: bool) -> None:
+@pytest.mark.parametrize(
+    ("agent_id", "activation"), [(True, "tanh"), (False, "tanh"), (True, "relu")]
+)
+def test_one_network_is_the_shared_network(agent_id: bool, activation: str) -> None:
     torch.manual_seed(0)
-    shared = SharedNet(F, OUT, A, hidden=(8, 8), agent_id=agent_id)
+    shared = SharedNet(F, OUT, A, hidden=(8, 8), activation=activation, agent_id=agent_id)
     selective = SelectiveNet.from_shared(shared, index=[0] * A)
     x = torch.randn(7, 2, A, F)
     torch.testing.assert_close(selective(x), shared(x), rtol=0, atol=1e-6)
