@@ -29,6 +29,7 @@ from marl_envs.tasks import (
     CoopMatchEnv,
     EndlessEnv,
     GridNavEnv,
+    HiddenRolesEnv,
     LeaveEarlyEnv,
     MatrixGameEnv,
     MemoryEnv,
@@ -167,6 +168,7 @@ TOY_TASKS: dict[str, Callable[..., ParallelEnv]] = {
     "matrix_game": MatrixGameEnv,
     "reach": ReachEnv,
     "memory": MemoryEnv,
+    "hidden_roles": HiddenRolesEnv,
 }
 
 FAMILIES: dict[str, Family] = {

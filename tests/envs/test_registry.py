@@ -132,8 +132,8 @@ def test_parallel_classic_game_builds_and_its_spaces_are_checked() -> None:
 
 def test_task_lists() -> None:
     assert marl_envs.list_tasks("toy") == [
-        "toy/coop_match", "toy/endless", "toy/grid_nav", "toy/leave_early", "toy/matrix_game",
-        "toy/memory", "toy/reach",
+        "toy/coop_match", "toy/endless", "toy/grid_nav", "toy/hidden_roles", "toy/leave_early",
+        "toy/matrix_game", "toy/memory", "toy/reach",
     ]
     everything = marl_envs.list_tasks()
     assert "mpe2/simple_spread_v3" in everything and "toy/endless" in everything
