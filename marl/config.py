@@ -168,6 +168,18 @@ class GroupsConfig:
     overrides: dict[str, str] = _help(
         "per-group sharing, e.g. {speaker: independent}", default_factory=dict
     )
+    encoder: str = _help(
+        "observation encoder before the trunk: 'auto' (by the observation's shape: [H, W, C] "
+        "-> cnn, [N, F] -> entity, flat -> mlp, flat with entity_layout -> entity), 'mlp' "
+        "(none), 'cnn' or 'entity'", default="auto")
+    entity_pool: str = _help("entity encoder: pool over entity rows, 'attention', 'mean' or "
+                             "'max'", default="attention")
+    entity_layout: list[dict[str, Any]] | str | None = _help(
+        "entity slices of flat observations, for the entity encoder: a preset ('mpe_spread') "
+        "or a list of {kind, start, count, width[, always_present]}", default=None)
+    layer_norm: bool = _help("LayerNorm after every hidden layer of the trunk", default=False)
+    residual: bool = _help("residual hidden layers in the trunk where sizes match",
+                           default=False)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "groups.sharing": ("shared", "independent"),
     "groups.backend": ("batched", "fork", "loop"),
     "groups.activation": ("tanh", "relu"),
+    "groups.encoder": ("auto", "mlp", "cnn", "entity"),
+    "groups.entity_pool": ("attention", "mean", "max"),
     "optim.clip_mode": ("global", "group"),
     "optim.mode": ("common", "per_agent"),
     "optim.impl": ("fused", "foreach", "loop"),
@@ -198,7 +200,49 @@ def check_values(values: Mapping[str, Any], hints: Mapping[str, Any]) -> None:
     if values.get("run.dir") == "":  # Path("") is the current folder: a run would fill it
         raise ConfigError("run.dir: expected a directory path or None, got ''; "
                           "e.g. run.dir=runs/my_run")
+    check_entity_layout(values.get("groups.entity_layout"), values.get("groups.encoder", "auto"))
     check_combinations(values)
+
+
+ENTITY_LAYOUT_PRESETS = ("mpe_spread",)
+"""Named ``groups.entity_layout`` values (:mod:`marl.group_nets` builds them)."""
+
+_SLICE_KEYS = {"kind": str, "start": int, "count": int, "width": int, "always_present": bool}
+_SLICE_EXAMPLE = "[{kind: landmark, start: 4, count: 3, width: 2}]"
+
+
+def check_entity_layout(layout: Any, encoder: str) -> None:
+    """``groups.entity_layout``: ``None``, a preset name or a list of slice mappings."""
+    key = "groups.entity_layout"
+    if layout is None:
+        return
+    if encoder in ("mlp", "cnn"):
+        raise ConfigError(f"{key} feeds the entity encoder, but groups.encoder={encoder}; set "
+                          f"groups.encoder=entity (or auto), or {key}=null")
+    if isinstance(layout, str):
+        check_choice(key, layout, ENTITY_LAYOUT_PRESETS)
+        return
+    if not isinstance(layout, (list, tuple)) or not layout:
+        raise ConfigError(f"{key}: expected a preset ({', '.join(ENTITY_LAYOUT_PRESETS)}) or "
+                          f"a non-empty list of slices, got {layout!r}; "
+                          f"e.g. {key}={_SLICE_EXAMPLE}")
+    for index, item in enumerate(layout):
+        missing = [name for name in ("kind", "start", "count", "width")
+                   if not isinstance(item, Mapping) or name not in item]
+        extra = [name for name in item if name not in _SLICE_KEYS] if isinstance(
+            item, Mapping) else []
+        wrong = [name for name, kind in _SLICE_KEYS.items()
+                 if isinstance(item, Mapping) and name in item and (
+                     not isinstance(item[name], kind)
+                     or (kind is int and isinstance(item[name], bool)))]
+        if missing or extra or wrong:
+            problem = "; ".join(filter(None, [
+                f"missing {', '.join(missing)}" if missing else "",
+                f"unknown {', '.join(map(str, extra))}" if extra else "",
+                f"wrong type for {', '.join(wrong)}" if wrong else ""]))
+            raise ConfigError(f"{key}[{index}]: expected {{kind: str, start: int, count: int, "
+                              f"width: int[, always_present: bool]}}, got {item!r} ({problem}); "
+                              f"e.g. {key}={_SLICE_EXAMPLE}")
 
 
 _ON_POLICY = ("ippo", "mappo")

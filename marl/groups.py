@@ -1,8 +1,11 @@
 """Agent groups: the agents of one kind, their policy, critic and observation statistics.
 
-A group runs all of its agents in one call: ``obs: [*B, A, F] -> [*B, A, ...]``. Whether
-the agents share one network (with a one-hot agent ID) or each has its own is decided
-by :func:`marl.nets.make_group_net`; nothing else in the learner depends on it.
+A group runs all of its agents in one call: ``obs: [*B, A, F] -> [*B, A, ...]``, with
+observations flattened and normalised per feature (:meth:`AgentGroup.prepare_obs`); the
+networks restore ``[*B, A, *obs_shape]`` before their encoder. Whether the agents share one
+network (with a one-hot agent ID) or each has its own, and which encoder and trunk they
+use, is decided by :func:`marl.group_nets.build_group_net`; nothing else in the learner
+depends on it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from marl_envs.core import GroupSpec
 from torch import nn
 
 from marl.config import Config
-from marl.nets import make_group_net
+from marl.group_nets import build_group_net
 from marl.normalize import RunningMeanStd
 
 _MASKED_LOGIT = -1e8
@@ -46,12 +49,14 @@ class AgentGroup(nn.Module):
         critic_features: size of one agent's critic input (its own observation for IPPO,
             the global state for MAPPO).
         sharing: ``"shared"`` or ``"independent"``.
-        config: hidden sizes, activation, agent IDs and backend come from
-            ``config.groups``; the initial log-std from ``config.algo``.
+        config: the networks come from ``config.groups`` (:func:`build_group_net`);
+            the initial log-std from ``config.algo``.
+        critic_on_obs: the critic reads the agent's own observation (IPPO), so it gets the
+            observation's encoder; else (a state or joint-observation critic) an MLP.
     """
 
     def __init__(self, spec: GroupSpec, critic_features: int, sharing: str,
-                 config: Config) -> None:
+                 config: Config, critic_on_obs: bool = False) -> None:
         super().__init__()
         self.spec = spec
         self.name = spec.name
@@ -61,17 +66,13 @@ class AgentGroup(nn.Module):
         self.action_dim = action_dim
         net = config.groups
 
-        def build(in_features: int, out_features: int, out_gain: float) -> nn.Module:
-            return make_group_net(
-                sharing, in_features, out_features, self.num_agents, hidden=net.hidden,
-                activation=net.activation, out_gain=out_gain, agent_id=net.agent_id,
-                backend=net.backend,
-            )
-
         # Orthogonal init gains follow Andrychowicz et al. 2021 (arXiv:2006.05990):
         # a near-zero policy head starts close to uniform, the value head at gain 1.
-        self.actor = build(self.obs_features, action_dim, 0.01)
-        self.critic = build(critic_features, 1, 1.0)
+        self.actor = build_group_net(net, sharing, spec.obs_shape, action_dim, self.num_agents,
+                                     0.01, spec.name)
+        critic_shape = spec.obs_shape if critic_on_obs else (critic_features,)
+        self.critic = build_group_net(net, sharing, critic_shape, 1, self.num_agents, 1.0,
+                                      spec.name, reads_obs=critic_on_obs)
         if not self.discrete:
             std_shape = (action_dim,) if sharing == "shared" else (self.num_agents, action_dim)
             self.log_std = nn.Parameter(torch.full(std_shape, config.algo.log_std_init))

@@ -27,7 +27,7 @@ from torch import nn
 
 from marl.algos.off_policy import OffPolicy, masked_mean
 from marl.config import Config
-from marl.nets import make_group_net
+from marl.group_nets import build_group_net
 from marl.replay import Sample
 from marl.targets import make_target, smoothed_target_action
 
@@ -64,18 +64,17 @@ class DDPG(OffPolicy):
         self.action_high = {n: torch.as_tensor(self._action_space(n).high, dtype=torch.float32,
                                                device=device) for n in self.specs}
 
-        def build(name: str, in_features: int, out_features: int, gain: float) -> nn.Module:
-            net = config.groups
-            return make_group_net(self.sharing[name], in_features, out_features,
-                                  self.num_agents[name], hidden=net.hidden,
-                                  activation=net.activation, out_gain=gain,
-                                  agent_id=net.agent_id, backend=net.backend)
+        def build(name: str, shape: tuple[int, ...], out_features: int, gain: float,
+                  reads_obs: bool) -> nn.Module:
+            return build_group_net(config.groups, self.sharing[name], shape, out_features,
+                                   self.num_agents[name], gain, name, reads_obs)
 
-        self.actor = nn.ModuleDict({n: build(n, self.obs_features[n], self.action_dim[n], 0.01)
-                                    for n in self.specs})
+        self.actor = nn.ModuleDict({
+            n: build(n, self.specs[n].obs_shape, self.action_dim[n], 0.01, True)
+            for n in self.specs})
         num_critics = 2 if self.td3 else 1
         self.critics = nn.ModuleList([
-            nn.ModuleDict({n: build(n, critic_features, 1, 1.0) for n in self.specs})
+            nn.ModuleDict({n: build(n, (critic_features,), 1, 1.0, False) for n in self.specs})
             for _ in range(num_critics)])
         self.target_actor = nn.ModuleDict({n: make_target(a) for n, a in self.actor.items()})
         self.target_critics = nn.ModuleList([make_target(c) for c in self.critics])

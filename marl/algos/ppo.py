@@ -104,7 +104,8 @@ class PPO:
             if self.centralised:
                 critic_features = state_features or obs_features * spec.num_agents
             sharing = config.groups.overrides.get(name, config.groups.sharing)
-            self.groups[name] = AgentGroup(spec, critic_features, sharing, config)
+            self.groups[name] = AgentGroup(spec, critic_features, sharing, config,
+                                           critic_on_obs=not self.centralised)
         self.state_norm = (RunningMeanStd((state_features,))
                            if self.use_state and config.algo.obs_norm else None)
         self.groups.to(device)

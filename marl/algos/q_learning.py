@@ -23,7 +23,7 @@ from torch import nn
 
 from marl.algos.off_policy import OffPolicy, masked_mean
 from marl.config import Config
-from marl.nets import make_group_net
+from marl.group_nets import build_group_net
 from marl.replay import Sample
 from marl.targets import make_target
 
@@ -74,11 +74,9 @@ class QLearning(OffPolicy):
         self.num_actions = {name: _num_actions(spec.action_space)
                             for name, spec in self.specs.items()}
         self.q = nn.ModuleDict({
-            name: make_group_net(self.sharing[name], self.obs_features[name],
-                                 self.num_actions[name], self.num_agents[name],
-                                 hidden=net.hidden, activation=net.activation, out_gain=1.0,
-                                 agent_id=net.agent_id, backend=net.backend)
-            for name in self.specs})
+            name: build_group_net(net, self.sharing[name], spec.obs_shape,
+                                  self.num_actions[name], self.num_agents[name], 1.0, name)
+            for name, spec in self.specs.items()})
         self.target_q = nn.ModuleDict({name: make_target(q) for name, q in self.q.items()})
         self.mixer: QMixer | None = None
         self.target_mixer: nn.Module | None = None

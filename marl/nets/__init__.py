@@ -13,6 +13,8 @@ Encoders and trunk parts for composed networks (``encoder -> (one-hot ID) -> tru
 ``[H, W, C]``), :func:`make_entity_encoder` (entity rows ``[N, F]``, from a flat observation
 through an :class:`EntityLayout`), :func:`make_trunk` (the MLP with optional LayerNorm and
 residual blocks); :func:`choose_encoder` picks the encoder from the observation's shape.
+:func:`make_composed_group_net` puts them together (:class:`ComposedGroupNet`); for flat
+observations without trunk options it returns :func:`make_group_net`'s network unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 from marl.nets._checks import check_choice
 from marl.nets._encoder_group import IndependentEncoders, SharedEncoder
 from marl.nets.cnn import CNNEncoder, ConvSpec, GroupedCNN, default_conv_layers, make_cnn_encoder
+from marl.nets.composed import ComposedGroupNet, make_composed_group_net, resolve_encoder
 from marl.nets.encoders import ENCODER_SHAPES, ENCODERS, choose_encoder
 from marl.nets.entity import POOLS, EntityEncoder, StackedEntityEncoder, make_entity_encoder
 from marl.nets.entity_layout import EntityLayout, EntitySlice, mpe_spread_layout
@@ -57,6 +60,7 @@ __all__ = [
     "RNN_HIDDEN",
     "SHARING_MODES",
     "CNNEncoder",
+    "ComposedGroupNet",
     "ConvSpec",
     "EntityEncoder",
     "EntityLayout",
@@ -83,12 +87,14 @@ __all__ = [
     "layer_init",
     "linear_layers",
     "make_cnn_encoder",
+    "make_composed_group_net",
     "make_entity_encoder",
     "make_group_net",
     "make_recurrent_group_net",
     "make_trunk",
     "mlp",
     "mpe_spread_layout",
+    "resolve_encoder",
 ]
 
 

@@ -1,0 +1,117 @@
+"""Every learner's group networks, built from ``config.groups`` in one place.
+
+:func:`build_group_net` is the one call each learner makes per network: observation
+readers (policies, IPPO critics, Q networks, deterministic actors) get the encoder the
+observation's shape asks for (``groups.encoder``, ``groups.entity_layout``,
+``groups.entity_pool``); networks on the global state or joint actions (MAPPO's state
+critic, MADDPG's critics) stay MLPs. Both get the trunk options ``groups.layer_norm`` and
+``groups.residual``. An encoder that does not fit a group's observation is a
+:class:`~marl.config.ConfigError` naming the group, the shape and what each encoder takes.
+
+:func:`resolved_encoders` gives the encoder ``auto`` picks for every group: a pure
+function of the observation shapes and the config, so reloading a run's ``config.yaml``
+rebuilds the same networks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from marl_envs.core import GroupSpec
+from torch import nn
+
+from marl.config import ConfigError, GroupsConfig
+from marl.config_rules import ENTITY_LAYOUT_PRESETS
+from marl.nets import (
+    EntityLayout,
+    EntitySlice,
+    make_composed_group_net,
+    mpe_spread_layout,
+    resolve_encoder,
+)
+
+
+def build_group_net(
+    groups: GroupsConfig,
+    sharing: str,
+    input_shape: Sequence[int],
+    out_features: int,
+    num_agents: int,
+    out_gain: float,
+    group: str,
+    reads_obs: bool = True,
+) -> nn.Module:
+    """The network of group ``group``: ``[*B, A, prod(input_shape)] -> [*B, A, out_features]``.
+
+    Args:
+        groups: the ``groups`` section of the config.
+        sharing: ``"shared"`` or ``"independent"`` (after ``groups.overrides``).
+        input_shape: one agent's observation shape (``reads_obs``), else ``(C,)``.
+        out_features: per-agent outputs.
+        num_agents: agents in the group.
+        out_gain: orthogonal gain of the head (0.01 policies, 1.0 values).
+        group: the group's name, for messages.
+        reads_obs: the input is the agent's observation (gets an encoder); ``False`` for
+            state or joint-action inputs (always an MLP trunk).
+
+    Raises:
+        ConfigError: when the encoder or the entity layout does not fit the observation.
+    """
+    shape = tuple(int(size) for size in input_shape) if reads_obs else (
+        math.prod(input_shape),)
+    encoder = groups.encoder if reads_obs else "mlp"
+    try:
+        layout = entity_layout(groups.entity_layout, shape) if reads_obs else None
+        return make_composed_group_net(
+            sharing, shape, out_features, num_agents, encoder=encoder, hidden=groups.hidden,
+            activation=groups.activation, out_gain=out_gain, agent_id=groups.agent_id,
+            backend=groups.backend, layer_norm=groups.layer_norm, residual=groups.residual,
+            entity_layout=layout, entity_pool=groups.entity_pool,
+        )
+    except ValueError as error:
+        raise ConfigError(f"groups.encoder={groups.encoder}, group {group!r}: {error}") from None
+
+
+def entity_layout(value: list[dict[str, Any]] | str | None,
+                  obs_shape: Sequence[int]) -> EntityLayout | None:
+    """The :class:`EntityLayout` that ``groups.entity_layout`` declares for ``obs_shape``.
+
+    A layout reads flat observations only; for a group whose observation is not flat it
+    is ``None`` (images and entity rows have their own encoders).
+
+    Raises:
+        ValueError: for a preset that does not fit the observation size, or bad slices.
+    """
+    if value is None or len(obs_shape) != 1:
+        return None
+    size = int(obs_shape[0])
+    if isinstance(value, str):
+        if value not in ENTITY_LAYOUT_PRESETS:
+            raise ValueError(f"unknown entity layout preset {value!r}; "
+                             f"available: {', '.join(ENTITY_LAYOUT_PRESETS)}")
+        # simple_spread_v3 with N agents observes 2 + 2 + 2N + 2(N - 1) + 2(N - 1) = 6N.
+        if size % 6:
+            raise ValueError(
+                f"entity layout 'mpe_spread' needs mpe2 simple_spread_v3 observations of 6N "
+                f"features (N agents), but this one has {size}; give the slices as a list.")
+        return mpe_spread_layout(size // 6)
+    return EntityLayout(tuple(EntitySlice(**item) for item in value))
+
+
+def resolved_encoders(specs: Mapping[str, GroupSpec], groups: GroupsConfig) -> dict[str, str]:
+    """The encoder each group's observation networks use (what ``auto`` chose).
+
+    Raises:
+        ConfigError: as :func:`build_group_net`.
+    """
+    chosen = {}
+    for name, spec in specs.items():
+        try:
+            layout = entity_layout(groups.entity_layout, spec.obs_shape)
+            chosen[name] = resolve_encoder(spec.obs_shape, groups.encoder, layout)[0]
+        except ValueError as error:
+            raise ConfigError(
+                f"groups.encoder={groups.encoder}, group {name!r}: {error}") from None
+    return chosen
