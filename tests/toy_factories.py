@@ -160,3 +160,69 @@ class PaddedObsEnv(ParallelEnv):
 
 def padded_obs() -> PaddedObsEnv:
     return PaddedObsEnv()
+
+
+class ShapedObsEnv(ParallelEnv):
+    """Two agents observing arrays of ``shape``: images ``(7, 7, 3)`` in ``0..255`` (uint8)
+    or entity rows ``(N, F)`` whose last row is absent (zeros). Each step lights one random
+    cue: agent ``i`` earns 1 for the action equal to it (``Discrete(3)``). Episodes are
+    truncated after 4 steps."""
+
+    def __init__(self, shape: tuple[int, ...] = (7, 7, 3)) -> None:
+        self.metadata = {"name": "shaped_obs_v0", "render_modes": []}
+        self.shape = tuple(shape)
+        self.image = len(self.shape) == 3
+        self.possible_agents = ["agent_0", "agent_1"]
+        self.agents: list[str] = []
+        self._rng = np.random.default_rng(0)
+        self._cue: dict[str, int] = {}
+        self._steps = 0
+
+    def observation_space(self, agent: str) -> spaces.Space[Any]:
+        if self.image:
+            return spaces.Box(0, 255, self.shape, np.uint8)
+        return spaces.Box(-1.0, 1.0, self.shape, np.float32)
+
+    def action_space(self, agent: str) -> spaces.Space[Any]:
+        return spaces.Discrete(3)
+
+    def _observe(self) -> dict[str, Any]:
+        obs = {}
+        self._cue = {a: int(self._rng.integers(3)) for a in self.agents}
+        for agent, cue in self._cue.items():
+            if self.image:
+                view = self._rng.integers(0, 64, self.shape).astype(np.uint8)
+                view[cue, :, cue % self.shape[-1]] = 255
+            else:
+                view = self._rng.uniform(-0.1, 0.1, self.shape).astype(np.float32)
+                view[0, cue % self.shape[1]] = 1.0
+                view[-1] = 0.0
+            obs[agent] = view
+        return obs
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self.agents = list(self.possible_agents)
+        self._steps = 0
+        return self._observe(), {a: {} for a in self.agents}
+
+    def step(self, actions: dict[str, Any]) -> Any:
+        rewards = {a: float(int(actions[a]) == self._cue[a]) for a in self.agents}
+        self._steps += 1
+        done = self._steps >= 4
+        obs = self._observe()
+        terminations = dict.fromkeys(self.agents, False)
+        truncations = dict.fromkeys(self.agents, done)
+        infos: dict[str, dict[str, Any]] = {a: {} for a in self.agents}
+        if done:
+            self.agents = []
+        return obs, rewards, terminations, truncations, infos
+
+
+def image_obs() -> ShapedObsEnv:
+    return ShapedObsEnv((7, 7, 3))
+
+
+def entity_obs() -> ShapedObsEnv:
+    return ShapedObsEnv((4, 3))
