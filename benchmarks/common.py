@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from marl.checkpoint import atomic_write_text
+from marl.atomic import atomic_write_text
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 """The source checkout the benchmarks belong to (their sweeps run its git revision)."""

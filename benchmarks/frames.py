@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import add_output_arguments, run_fresh, write_results
-from marl.checkpoint import atomic_write_text
+from marl.atomic import atomic_write_text
 
 MODULE = "benchmarks.frames"
 TASK = "toy/grid_nav"

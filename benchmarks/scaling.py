@@ -41,9 +41,9 @@ def _rss_mib() -> float:
 
 def _worker(args: argparse.Namespace) -> None:
     from marl.algos.ppo import PPO
+    from marl.build import build_env, resolve_device
     from marl.config import load, parse_overrides
     from marl.logging import EpisodeTracker
-    from marl.trainer import build_env, resolve_device
 
     sharing, backend = KINDS[args.kind]
     config = load(overrides={

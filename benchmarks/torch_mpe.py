@@ -77,9 +77,9 @@ def _training_speed(task: str, num_envs: int, seconds: float, device: str,
                     overrides: list[str]) -> float:
     """Env-steps/s of IPPO training (collect + update) for at least ``seconds``."""
     from marl.algos.ppo import PPO
+    from marl.build import build_env
     from marl.config import load, parse_overrides
     from marl.logging import EpisodeTracker
-    from marl.trainer import build_env
 
     config = load(overrides={"env.task": task, "env.num_envs": str(num_envs), "device": device,
                              **parse_overrides(overrides)})

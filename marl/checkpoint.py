@@ -14,13 +14,13 @@ the newest checkpoint's buffer exists whenever the writes in between were cut sh
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from marl.atomic import atomic_torch_save
 
 _NAME = re.compile(r"^step_(\d+)\.pt$")
 _REPLAY_NAME = re.compile(r"^replay_step_(\d+)\.pt$")
@@ -28,39 +28,6 @@ _REPLAY_NAME = re.compile(r"^replay_step_(\d+)\.pt$")
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, corrupt or does not fit this run."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_torch_save(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` into a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        with open(tmp, "rb") as stream:
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save(directory: Path, env_steps: int, state: dict[str, Any], keep: int = 3) -> Path:

@@ -21,6 +21,8 @@ from typing import Any
 import yaml
 from marl_envs.frames import FrameSpec
 
+from marl.algos.registry import algo_help
+from marl.atomic import atomic_write_text
 from marl.config_rules import CHOICES as CHOICES
 from marl.config_rules import RANGES as RANGES
 from marl.config_rules import ConfigError as ConfigError
@@ -89,10 +91,7 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class AlgoConfig:
-    name: str = _help(
-        "'ippo' (critic on own observation), 'mappo' (critic on global state); off-policy: "
-        "'iql', 'vdn', 'qmix' (discrete actions), 'maddpg', 'matd3' (continuous actions)",
-        default="ippo")
+    name: str = _help(algo_help(), default="ippo")
     num_steps: int = _help("rollout length per env copy between updates (off-policy: env "
                            "steps per copy between bursts of algo.gradient_steps updates)",
                            default=50)
@@ -471,8 +470,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def dump(config: Config, path: str | Path) -> None:
     """Write the full resolved config as YAML (reloadable with :func:`load`)."""
-    from marl.checkpoint import atomic_write_text
-
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(config), sort_keys=False))
 
 

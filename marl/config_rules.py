@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from marl.algos.registry import ALGORITHMS
+
 
 class ConfigError(ValueError):
     """A config key or value that cannot be used; the message says how to fix it."""
@@ -75,7 +77,7 @@ def finite(example: str) -> Rule:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "env.vector": ("sync", "subprocess"),
-    "algo.name": ("ippo", "mappo", "iql", "vdn", "qmix", "maddpg", "matd3"),
+    "algo.name": tuple(ALGORITHMS),
     "algo.target_update": ("soft", "hard"),
     "algo.reward_norm": ("none", "running", "episode"),
     "groups.sharing": ("shared", "independent"),
@@ -245,9 +247,6 @@ def check_entity_layout(layout: Any, encoder: str) -> None:
                               f"e.g. {key}={_SLICE_EXAMPLE}")
 
 
-_ON_POLICY = ("ippo", "mappo")
-
-
 def check_combinations(values: Mapping[str, Any]) -> None:
     """Rules over several keys, for values that passed their own rules."""
     if values["algo.eps_end"] > values["algo.eps_start"]:
@@ -256,7 +255,7 @@ def check_combinations(values: Mapping[str, Any]) -> None:
             f"{values['algo.eps_start']}; exploration should fall, e.g. algo.eps_start=1.0 "
             "algo.eps_end=0.05")
     num_envs = values["env.num_envs"]
-    if values["algo.name"] in _ON_POLICY:
+    if ALGORITHMS[values["algo.name"]].on_policy:
         samples = values["algo.num_steps"] * num_envs
         if values["algo.num_minibatches"] > samples:
             raise ConfigError(

@@ -12,10 +12,9 @@ from typing import Any
 import numpy as np
 
 from marl import checkpoint
-from marl.algos.ppo import PPO
+from marl.build import build_env, load_modules, make_learner, resolve_device
 from marl.config import CHOICES, Config, ConfigError, apply, load
 from marl.play import bootstrap_ci, play_episodes
-from marl.trainer import build_env, load_modules, make_algorithm, resolve_device
 
 __all__ = ["bootstrap_ci", "evaluate"]
 
@@ -53,7 +52,7 @@ def evaluate(run_dir: str | Path, episodes: int = 20, greedy: bool = False,
     torch_device = resolve_device(device or config.device)
     env = build_env(config, torch_device)
     try:
-        algo = make_algorithm(env, config, torch_device)
+        algo = make_learner(env, config, torch_device)
         state = checkpoint.load(path, map_location=torch_device)
         load_modules(algo, state, path)
         result = play_episodes(algo, env, episodes, seed, sample=not greedy)
@@ -63,6 +62,6 @@ def evaluate(run_dir: str | Path, episodes: int = 20, greedy: bool = False,
     low, high = bootstrap_ci(returns)
     per_group = {name: float(np.mean(values)) for name, values in result.group_returns.items()}
     return {"run_dir": str(run_dir), "checkpoint": str(path), "env_steps": int(state["env_steps"]),
-            "episodes": len(returns), "greedy": greedy or not isinstance(algo, PPO),
+            "episodes": len(returns), "greedy": greedy or not algo.samples_actions,
             "episode_return_mean": float(np.mean(returns)), "ci95": [low, high],
             "episode_return_std": float(np.std(returns)), "per_group": per_group}

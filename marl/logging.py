@@ -13,6 +13,8 @@ from typing import Any, TextIO
 import torch
 from marl_envs.core import BatchedStep
 
+from marl.atomic import atomic_write_text
+
 
 class EpisodeTracker:
     """Accumulates per-agent episode returns from batched steps, without syncing.
@@ -125,8 +127,6 @@ class MetricsWriter:
                     kept.append(line)
             except (json.JSONDecodeError, KeyError):
                 continue  # a line cut short by a crash
-        from marl.checkpoint import atomic_write_text
-
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def hparams(self, flat_config: Mapping[str, Any]) -> None:

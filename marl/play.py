@@ -23,9 +23,7 @@ import numpy as np
 import torch
 from marl_envs.core import BatchedEnv, BatchedReset
 
-from marl.algos.off_policy import OffPolicy
-from marl.algos.ppo import PPO
-from marl.groups import AgentGroup
+from marl.algos.base import Learner
 from marl.logging import EpisodeTracker
 
 EVAL_SEED_OFFSET = 10_000
@@ -85,14 +83,15 @@ def preserved_rng(device: torch.device) -> Iterator[None]:
 
 
 @torch.no_grad()
-def play_episodes(algo: PPO | OffPolicy, env: BatchedEnv, episodes: int, seed: int,
+def play_episodes(algo: Learner, env: BatchedEnv, episodes: int, seed: int,
                   sample: bool = False) -> EpisodeReturns:
     """Play ``episodes`` episodes of ``algo`` in ``env`` (reset with ``seed``).
 
     Which episodes count is fixed before they start: copy ``e`` of the ``E`` copies counts
     its first ``episodes // E`` episodes, plus one for ``e < episodes % E``. Counting the
     first episodes to finish instead would favour short episodes on tasks whose length
-    varies. ``sample`` makes PPO policies sample their actions instead of taking the mode.
+    varies. ``sample`` makes stochastic policies (PPO) sample their actions instead of
+    taking the mode (:meth:`marl.algos.base.Learner.eval_actions`).
     """
     num_envs = env.num_envs
     quota = torch.full((num_envs,), episodes // num_envs)
@@ -107,11 +106,7 @@ def play_episodes(algo: PPO | OffPolicy, env: BatchedEnv, episodes: int, seed: i
         current = env.reset(seed=seed)
         while bool((finished < quota).any()):
             alive = {name: obs.alive.to(algo.device) for name, obs in current.groups.items()}
-            if isinstance(algo, PPO):
-                actions = _ppo_actions(algo, current, deterministic=not sample)
-            else:  # greedy Q methods; actors without exploration noise
-                actions = algo.policy_actions(current, explore=False)[1]
-            step = env.step(actions)
+            step = env.step(algo.eval_actions(current, sample))
             done = step.env_done.cpu()
             counted = done & (finished < quota)
             finished += done.long()
@@ -126,19 +121,6 @@ def play_episodes(algo: PPO | OffPolicy, env: BatchedEnv, episodes: int, seed: i
                        if (values := [e[f"episode_return/{g}"] for e in tracker.episodes
                                       if f"episode_return/{g}" in e])},
         lengths=[e["episode_length"] for e in tracker.episodes])
-
-
-def _ppo_actions(algo: PPO, current: BatchedReset,
-                 deterministic: bool) -> dict[str, torch.Tensor]:
-    actions = {}
-    for name, group in algo.groups.items():
-        assert isinstance(group, AgentGroup)
-        obs = current.groups[name]
-        flat = group.prepare_obs(obs.obs.to(algo.device))  # frozen statistics
-        mask = None if obs.action_mask is None else obs.action_mask.to(algo.device)
-        action = group.act(flat, mask, deterministic=deterministic).action
-        actions[name] = group.env_action(action).to(algo.env.device)
-    return actions
 
 
 class Evaluator:
@@ -158,7 +140,7 @@ class Evaluator:
         self.seed = seed
         self.sample = mode == "sample"
 
-    def __call__(self, algo: PPO | OffPolicy) -> dict[str, float]:
+    def __call__(self, algo: Learner) -> dict[str, float]:
         """``eval_return``, ``eval_return_ci_low/high``, per-group returns, length, time."""
         start = time.perf_counter()
         result = play_episodes(algo, self.env, self.episodes, self.seed, self.sample)

@@ -1,15 +1,13 @@
-"""The training loop: collect a rollout, update every group, log, checkpoint, repeat.
+"""The training loop: collect, update, evaluate, log, checkpoint, repeat.
 
-One iteration, in the three files that hold it: :meth:`marl.algos.ppo.PPO.collect`
-steps the batched env and fills the rollout storage, :meth:`marl.algos.ppo.PPO.update`
-computes GAE and sums every group's PPO loss (:mod:`marl.groups` holds the networks)
-into one backward and one optimiser step. The off-policy algorithms (IQL, VDN, QMIX in
-:mod:`marl.algos.q_learning`; MADDPG, MATD3 in :mod:`marl.algos.ddpg`) follow the same two
-calls: ``collect`` steps into a replay buffer, ``update`` takes gradient steps on sampled
-batches and moves the target networks (:mod:`marl.algos.off_policy`). This file only wires
-them together, with evaluation in env copies of its own (:mod:`marl.play`), checkpoints
-(:mod:`marl.checkpoint`; off-policy runs keep their replay buffer beside them) and stops
-on SIGINT / SIGTERM that write a checkpoint first (:mod:`marl.stopping`).
+:func:`train` builds the run's parts (:mod:`marl.build`: device, env, learner, evaluator,
+checkpoints), then :class:`_Loop` iterates. The learner is known only through the
+contract :class:`marl.algos.base.Learner`: ``collect`` steps the batched env into the
+learner's storage (a PPO rollout, an off-policy replay buffer), ``update`` learns from it.
+Evaluation runs in env copies of its own (:mod:`marl.play`); checkpoints
+(:class:`marl.build.Checkpoints`) carry the learner's modules, optimiser, extra state and
+replay buffer; SIGINT / SIGTERM stop the run after writing a checkpoint
+(:mod:`marl.stopping`).
 """
 
 from __future__ import annotations
@@ -21,22 +19,17 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import numpy as np
 import torch
-from marl_envs import make as make_env
-from marl_envs import wrap as wrap_env
-from marl_envs.core import BatchedEnv
 
 from marl import checkpoint
-from marl.algos.ddpg import DDPG
-from marl.algos.off_policy import CONTINUOUS_ALGOS, DISCRETE_ALGOS, OffPolicy
-from marl.algos.ppo import PPO, NonFiniteLossError
-from marl.algos.q_learning import QLearning
-from marl.config import Config, ConfigError, apply, dump, flatten, to_dict
+from marl.algos.base import Learner, NonFiniteLossError
+from marl.build import Checkpoints, build_env, make_evaluator, make_learner, resolve_device
+from marl.config import Config, ConfigError, dump, flatten, to_dict
 from marl.logging import EpisodeTracker, MetricsWriter
-from marl.play import EVAL_SEED_OFFSET, Evaluator, preserved_rng
+from marl.play import Evaluator
 from marl.stopping import StopSignals, interrupted
 
 
@@ -61,13 +54,13 @@ def train(config: Config, stream: TextIO = sys.stdout) -> RunResult:
         torch.set_num_threads(config.torch_threads)
     device = resolve_device(config.device)
     env = build_env(config, device)
-    algo = make_algorithm(env, config, device)
-    evaluator = _evaluator(config, device)
+    algo = make_learner(env, config, device)
+    evaluator = make_evaluator(config, device)
     tracker = EpisodeTracker({n: s.num_agents for n, s in env.groups.items()}, env.num_envs,
                              device)
     writer = MetricsWriter(run_dir, config.run.tensorboard, config.train.progress,
                            config.train.total_env_steps, stream)
-    saver = _Checkpoints(run_dir, config, stream)
+    saver = Checkpoints(run_dir, config, stream)
     env_steps, wall_offset = 0, 0.0
     if config.run.resume and checkpoint.list_checkpoints(saver.directory):
         env_steps, wall_offset = saver.restore(algo, device)
@@ -106,8 +99,8 @@ def train(config: Config, stream: TextIO = sys.stdout) -> RunResult:
 class _Loop:
     """The loop of :func:`train`: collect, update, log (and evaluate), checkpoint."""
 
-    def __init__(self, config: Config, algo: Algorithm, tracker: EpisodeTracker,
-                 writer: MetricsWriter, saver: _Checkpoints, evaluator: Evaluator | None,
+    def __init__(self, config: Config, algo: Learner, tracker: EpisodeTracker,
+                 writer: MetricsWriter, saver: Checkpoints, evaluator: Evaluator | None,
                  env_steps: int, wall_offset: float) -> None:
         self.config, self.algo, self.tracker = config, algo, tracker
         self.writer, self.saver, self.evaluator = writer, saver, evaluator
@@ -190,49 +183,6 @@ class _Loop:
             ) from error
 
 
-Algorithm = PPO | OffPolicy
-"""What :func:`make_algorithm` returns: each has ``collect``, ``update``, ``modules``,
-``optimizer`` and ``reset_env``."""
-
-# Algorithms whose critic or mixer reads the global state (env.state()).
-_STATE_ALGOS = ("mappo", "qmix", *CONTINUOUS_ALGOS)
-
-
-def make_algorithm(env: BatchedEnv, config: Config, device: torch.device) -> Algorithm:
-    """The learner ``config.algo.name`` names, for the groups of ``env``."""
-    name = config.algo.name
-    if name in DISCRETE_ALGOS:
-        return QLearning(env, config, device)
-    if name in CONTINUOUS_ALGOS:
-        return DDPG(env, config, device)
-    return PPO(env, config, device)
-
-
-def build_env(config: Config, device: torch.device) -> BatchedEnv:
-    """The batched env described by ``config.env``."""
-    cfg = config.env
-    env = make_env(cfg.task, num_envs=cfg.num_envs, kwargs=dict(cfg.kwargs), vector=cfg.vector,
-                   num_workers=cfg.num_workers, groups=cfg.groups,
-                   max_episode_steps=cfg.max_episode_steps,
-                   include_state=config.algo.name in _STATE_ALGOS, action_repeat=cfg.action_repeat,
-                   device=device)
-    try:
-        return wrap_env(env, frame_stack=cfg.frame_stack, pixel_norm=cfg.pixel_norm,
-                        pixel_channels=cfg.pixel_channels, agent_centric=cfg.agent_centric)
-    except ValueError as error:  # options that do not fit this task's observations
-        env.close()
-        raise ConfigError(f"env: {error}") from error
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but no CUDA device is available; use device=cpu or "
-                          "device=auto")
-    return torch.device(name)
-
-
 def _run_dir(config: Config) -> Path:
     if config.run.dir is not None:
         run_dir = Path(config.run.dir)
@@ -260,103 +210,3 @@ def _seed(seed: int) -> None:
 
 def _next_multiple(value: int, every: int) -> int:
     return (value // every + 1) * every
-
-
-class _Checkpoints:
-    """Writes and restores a run's checkpoints and, for off-policy runs, its replay buffer."""
-
-    def __init__(self, run_dir: Path, config: Config, stream: TextIO) -> None:
-        self.directory = run_dir / "checkpoints"
-        self.replay_limit = config.train.replay_checkpoint_mb * 1e6
-        self.warmup_steps = config.algo.warmup_steps
-        self.stream = stream
-        self.warned = False
-
-    def save(self, algo: Algorithm, env_steps: int, wall_time: float) -> Path:
-        state: dict[str, Any] = {
-            "env_steps": env_steps,
-            "wall_time": wall_time,
-            "modules": {name: module.state_dict() for name, module in algo.modules().items()},
-            "optimizer": algo.optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-        }
-        replay_step = None
-        if isinstance(algo, OffPolicy):
-            state["algo"] = algo.extra_state()
-            if self._fits(algo):  # the buffer first: the checkpoint's buffer always exists
-                checkpoint.save_replay(self.directory, env_steps, algo.replay.state_dict())
-                replay_step = env_steps
-        path = checkpoint.save(self.directory, env_steps, state)
-        if isinstance(algo, OffPolicy):
-            checkpoint.prune_replays(self.directory, replay_step)
-        return path
-
-    def _fits(self, algo: OffPolicy) -> bool:
-        size = algo.replay.nbytes()
-        if self.replay_limit == 0 or size <= self.replay_limit:
-            return self.replay_limit > 0
-        if not self.warned:
-            self.stream.write(
-                f"warning: the replay buffer holds {size / 1e6:,.0f} MB, over "
-                f"train.replay_checkpoint_mb={self.replay_limit / 1e6:g}; checkpoints leave "
-                f"it out, and a resumed run refills it for algo.warmup_steps="
-                f"{self.warmup_steps:,} env steps. Raise train.replay_checkpoint_mb to keep "
-                "it.\n")
-            self.warned = True
-        return False
-
-    def restore(self, algo: Algorithm, device: torch.device) -> tuple[int, float]:
-        """Load the newest checkpoint into ``algo``; return its env steps and wall time."""
-        path = checkpoint.latest(self.directory)
-        state = checkpoint.load(path, map_location=device)
-        load_modules(algo, state, path)
-        algo.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        env_steps = int(state["env_steps"])
-        if isinstance(algo, OffPolicy):
-            algo.load_extra_state(state["algo"])
-            self._restore_replay(algo, path, env_steps, device)
-        return env_steps, float(state["wall_time"])
-
-    def _restore_replay(self, algo: OffPolicy, path: Path, env_steps: int,
-                        device: torch.device) -> None:
-        saved = checkpoint.load_replay(self.directory, env_steps, map_location=device)
-        refill = f"it refills for algo.warmup_steps={self.warmup_steps:,} env steps"
-        if saved is None:
-            self.stream.write(f"warning: no replay buffer was saved with {path.name}; "
-                              f"{refill}\n")
-            return
-        try:
-            algo.replay.load_state_dict(saved)
-        except ValueError as error:
-            self.stream.write(f"warning: the replay buffer saved with {path.name} does not "
-                              f"fit this run ({error}); {refill}\n")
-            return
-        self.stream.write(f"replay buffer restored: {algo.replay.num_transitions:,} "
-                          "transitions\n")
-
-
-def _evaluator(config: Config, device: torch.device) -> Evaluator | None:
-    """Evaluation in env copies of its own (``train.eval_every > 0``), else None."""
-    train_cfg = config.train
-    if train_cfg.eval_every == 0:
-        return None
-    copies = min(train_cfg.eval_episodes, config.env.num_envs)
-    eval_config = apply(config, {"env.num_envs": copies, "env.vector": "sync",
-                                 "env.num_workers": None})
-    with preserved_rng(device):  # building envs must not move the training RNG streams
-        env = build_env(eval_config, device)
-    return Evaluator(env, train_cfg.eval_episodes, config.seed + EVAL_SEED_OFFSET,
-                     train_cfg.eval_mode)
-
-
-def load_modules(algo: Algorithm, state: dict[str, Any], path: Path) -> None:
-    """Load network and normaliser weights; a mismatch names the checkpoint and the cause."""
-    for name, module in algo.modules().items():
-        try:
-            module.load_state_dict(state["modules"][name])
-        except (KeyError, RuntimeError) as error:
-            raise checkpoint.CheckpointError(
-                f"checkpoint {path} does not fit this run's {name!r} (was it written with other "
-                f"groups.sharing, groups.backend, groups.hidden or task?): {error}"
-            ) from error

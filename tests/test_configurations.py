@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from marl.algos.ppo import PPO
+from marl.build import build_env
 from marl.config import load
 from marl.logging import EpisodeTracker
-from marl.trainer import build_env
 
 
 def _one_iteration(**overrides: str) -> tuple[PPO, dict[str, float]]:

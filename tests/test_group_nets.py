@@ -18,13 +18,13 @@ from torch import nn
 from marl.algos.ddpg import DDPG
 from marl.algos.ppo import PPO
 from marl.algos.q_learning import QLearning
+from marl.build import build_env, make_learner
 from marl.config import ConfigError, GroupsConfig, load
 from marl.config_rules import ENTITY_LAYOUT_PRESETS
 from marl.group_nets import build_group_net, entity_layout, resolved_encoders
 from marl.groups import AgentGroup
 from marl.logging import EpisodeTracker
 from marl.nets import ComposedGroupNet, make_group_net, mpe_spread_layout
-from marl.trainer import build_env, make_algorithm
 
 CPU = torch.device("cpu")
 FORMS = [("shared", "batched"), ("independent", "batched"), ("independent", "fork"),
@@ -127,7 +127,7 @@ def test_entity_layout_list_matches_the_preset() -> None:
 def _learner(task: str, **overrides: str) -> tuple[object, object]:
     config = load(overrides={**TINY, "env.task": task, **overrides})
     env = build_env(config, CPU)
-    return env, make_algorithm(env, config, CPU)
+    return env, make_learner(env, config, CPU)
 
 
 def _train(learner: PPO | QLearning | DDPG) -> dict[str, float]:

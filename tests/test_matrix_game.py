@@ -17,8 +17,9 @@ from marl_envs.tasks.one_step import PAYOFFS
 
 from marl import checkpoint
 from marl.algos.q_learning import QLearning
+from marl.build import build_env, load_modules, make_learner
 from marl.config import load
-from marl.trainer import build_env, load_modules, make_algorithm, train
+from marl.trainer import train
 
 CPU = torch.device("cpu")
 PAYOFF = torch.tensor(PAYOFFS["climbing"])
@@ -34,7 +35,7 @@ def _train(name: str, seed: int, run_dir: Path) -> QLearning:
         "train.checkpoint_every": "4000", "seed": str(seed), "run.dir": str(run_dir),
         "run.tensorboard": "false", "train.progress": "false"})
     train(config)
-    algo = make_algorithm(build_env(config, CPU), config, CPU)
+    algo = make_learner(build_env(config, CPU), config, CPU)
     assert isinstance(algo, QLearning)
     path = checkpoint.latest(run_dir / "checkpoints")
     load_modules(algo, checkpoint.load(path), path)

@@ -5,11 +5,11 @@ import torch
 
 from marl.algos.off_policy import OffPolicy
 from marl.algos.ppo import PPO
+from marl.build import build_env, make_learner
 from marl.config import load
 from marl.groups import AgentGroup
 from marl.logging import EpisodeTracker
 from marl.normalize import EpisodeRewardStandardizer, ReturnScaler, RunningMeanStd
-from marl.trainer import build_env, make_algorithm
 
 CPU = torch.device("cpu")
 
@@ -104,7 +104,7 @@ def test_learners_normalise_padded_groups_with_the_observation_mask(algo: str) -
                              "groups.hidden": "[8]", "algo.warmup_steps": "16",
                              "algo.batch_size": "8", "algo.buffer_size": "64"})
     env = build_env(config, CPU)
-    learner = make_algorithm(env, config, CPU)
+    learner = make_learner(env, config, CPU)
     learner.collect(EpisodeTracker({"agent": 2}, 2, CPU))
     if isinstance(learner, PPO):
         group = learner.groups["agent"]

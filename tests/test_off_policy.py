@@ -11,9 +11,10 @@ from marl.algos import off_policy
 from marl.algos.ddpg import DDPG
 from marl.algos.off_policy import OffPolicy
 from marl.algos.q_learning import QLearning, QMixer
+from marl.build import build_env, make_learner
 from marl.config import ConfigError, load
 from marl.logging import EpisodeTracker
-from marl.trainer import build_env, make_algorithm, train
+from marl.trainer import train
 
 CPU = torch.device("cpu")
 
@@ -36,7 +37,7 @@ def _build(algo: str, **overrides: str) -> OffPolicy:
                              "algo.num_steps": "4", "algo.warmup_steps": "16",
                              "algo.batch_size": "8", "groups.hidden": "[8]",
                              "algo.buffer_size": "64", **overrides})
-    algo_object = make_algorithm(build_env(config, CPU), config, CPU)
+    algo_object = make_learner(build_env(config, CPU), config, CPU)
     assert isinstance(algo_object, OffPolicy)
     return algo_object
 
@@ -266,7 +267,7 @@ def test_several_groups_are_mixed_and_criticised_as_one_team(name: str,
                              "env.num_envs": "2", "algo.num_steps": "4",
                              "algo.warmup_steps": "8", "algo.batch_size": "8",
                              "groups.hidden": "[8]", "algo.buffer_size": "64", **kwargs})
-    algo = make_algorithm(build_env(config, CPU), config, CPU)
+    algo = make_learner(build_env(config, CPU), config, CPU)
     assert isinstance(algo, OffPolicy) and set(algo.num_agents) == {"speaker", "listener"}
     if isinstance(algo, QLearning) and algo.mixer is not None:
         assert algo.mixer.num_agents == 2
@@ -295,7 +296,7 @@ def test_truncation_bootstraps_so_values_reach_the_endless_return(name: str,
                              "algo.n_step": str(n_step), "algo.tau": "0.05",
                              "optim.lr": "3e-3", "optim.anneal_lr": "false",
                              "groups.hidden": "[16]", "algo.obs_norm": "false"})
-    algo = make_algorithm(build_env(config, CPU), config, CPU)
+    algo = make_learner(build_env(config, CPU), config, CPU)
     assert isinstance(algo, QLearning)
     tracker = _tracker(algo)
     for _ in range(300):

@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from marl.algos.ppo import PPO
+from marl.build import build_env, make_evaluator, make_learner
 from marl.cli import main
 from marl.config import ConfigError, apply, load
 from marl.evaluate import evaluate
 from marl.experiments.report import write_report
 from marl.logging import _tag
 from marl.play import Evaluator, play_episodes
-from marl.trainer import _evaluator, build_env, make_algorithm, train
+from marl.trainer import train
 
 sys.path.insert(0, str(Path(__file__).parent / "envs"))
 from scripted_batched import ScriptedBatchedEnv
@@ -74,7 +75,7 @@ def test_the_final_step_is_evaluated_and_tagged_under_eval(tmp_path: Path) -> No
 def _algo_and_env(tmp_path: Path, num_envs: int) -> tuple[Any, Any]:
     config = apply(load(overrides=_tiny(tmp_path, "x")), {"env.num_envs": num_envs})
     env = build_env(config, CPU)
-    return make_algorithm(env, config, CPU), env
+    return make_learner(env, config, CPU), env
 
 
 def test_each_copy_counts_a_number_of_episodes_fixed_in_advance() -> None:
@@ -134,7 +135,7 @@ def test_bad_eval_and_replay_keys_are_refused(key: str, value: str, message: str
 def test_evaluation_plays_in_process_copies_of_a_subprocess_run(tmp_path: Path) -> None:
     overrides = _tiny(tmp_path, "sub", **{"env.vector": "subprocess", "env.num_workers": "2",
                                           "train.eval_episodes": "3"})
-    evaluator = _evaluator(load(overrides=overrides), CPU)
+    evaluator = make_evaluator(load(overrides=overrides), CPU)
     assert evaluator is not None and evaluator.env.num_envs == 3
     evaluator.close()
     run_dir = train(load(overrides={**overrides, "train.total_env_steps": "256"})).run_dir

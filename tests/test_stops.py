@@ -17,12 +17,13 @@ import torch
 from marl import checkpoint
 from marl.algos.off_policy import OffPolicy
 from marl.algos.q_learning import QLearning
+from marl.build import Checkpoints, build_env, make_learner
 from marl.cli import main
 from marl.config import load
 from marl.play import Evaluator
 from marl.replay import GroupTransition, ReplayBuffer
 from marl.stopping import TrainingInterrupted
-from marl.trainer import _Checkpoints, build_env, make_algorithm, train
+from marl.trainer import train
 
 CPU = torch.device("cpu")
 
@@ -85,10 +86,10 @@ def _vdn(tmp_path: Path, **overrides: str) -> dict[str, str]:
 def _restored(overrides: dict[str, str]) -> tuple[QLearning, str]:
     """A fresh learner with the newest checkpoint of the run loaded, and what was printed."""
     config = load(overrides={**overrides, "run.resume": "true"})
-    algo = make_algorithm(build_env(config, CPU), config, CPU)
+    algo = make_learner(build_env(config, CPU), config, CPU)
     assert isinstance(algo, QLearning)
     out = io.StringIO()
-    _Checkpoints(Path(overrides["run.dir"]), config, out).restore(algo, CPU)
+    Checkpoints(Path(overrides["run.dir"]), config, out).restore(algo, CPU)
     algo.env.close()
     return algo, out.getvalue()
 

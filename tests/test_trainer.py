@@ -13,11 +13,13 @@ import pytest
 import torch
 
 from marl import checkpoint
-from marl.algos.ppo import PPO, NonFiniteLossError
+from marl.algos.base import NonFiniteLossError
+from marl.algos.ppo import PPO
+from marl.build import build_env, load_modules
 from marl.cli import main
 from marl.config import ConfigError, load
 from marl.evaluate import evaluate
-from marl.trainer import build_env, load_modules, train
+from marl.trainer import train
 
 TESTS = Path(__file__).parent
 

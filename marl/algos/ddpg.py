@@ -53,7 +53,7 @@ class DDPG(OffPolicy):
     """MADDPG or MATD3 (``config.algo.name``) over all agent groups of a batched env."""
 
     def __init__(self, env: BatchedEnv, config: Config, device: torch.device) -> None:
-        super().__init__(env, config, device, discrete=False)
+        super().__init__(env, config, device)
         self.td3 = config.algo.name == "matd3"
         self.policy_delay = config.algo.policy_delay if self.td3 else 1
         self.action_dim = {name: self._action_space(name).shape[0] for name in self.specs}

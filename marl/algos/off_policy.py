@@ -22,7 +22,7 @@ import torch
 from marl_envs.core import BatchedEnv, BatchedReset
 from torch import nn
 
-from marl.algos.ppo import NonFiniteLossError
+from marl.algos.base import NonFiniteLossError
 from marl.config import Config, ConfigError
 from marl.groups import discrete_start, feature_mask
 from marl.logging import EpisodeTracker
@@ -30,9 +30,6 @@ from marl.normalize import RunningMeanStd
 from marl.optim import CommonOptimizer
 from marl.replay import GroupTransition, ReplayBuffer, Sample
 from marl.targets import update_targets
-
-DISCRETE_ALGOS = ("iql", "vdn", "qmix")
-CONTINUOUS_ALGOS = ("maddpg", "matd3")
 
 
 class OffPolicy:
@@ -46,18 +43,16 @@ class OffPolicy:
         env: the batched env (its specs decide the groups).
         config: the experiment config.
         device: where networks and the replay buffer live.
-        discrete: whether the algorithm needs ``Discrete`` (True) or ``Box`` actions.
     """
 
     optimizer: CommonOptimizer
+    samples_actions = False  # greedy Q values, actors without exploration noise
 
-    def __init__(self, env: BatchedEnv, config: Config, device: torch.device,
-                 discrete: bool) -> None:
+    def __init__(self, env: BatchedEnv, config: Config, device: torch.device) -> None:
         self.env = env
         self.config = config
         self.algo = config.algo
         self.device = device
-        _check_action_spaces(env, config.algo.name, discrete)
         _check_config(config)
         self.specs = env.groups
         self.obs_features = {name: math.prod(spec.obs_shape) for name, spec in env.groups.items()}
@@ -174,6 +169,11 @@ class OffPolicy:
                        for name, action in actions.items()}
         return actions, env_actions
 
+    def eval_actions(self, current: BatchedReset, sample: bool) -> dict[str, torch.Tensor]:
+        """Env-form evaluation actions: greedy Q values or actors without noise
+        (``sample`` has no effect here)."""
+        return self.policy_actions(current, explore=False)[1]
+
     # ----------------------------------------------------------------- rollout
     @torch.no_grad()
     def collect(self, tracker: EpisodeTracker) -> int:
@@ -263,6 +263,10 @@ class OffPolicy:
         self.env_steps = int(state["env_steps"])
         self.num_updates = int(state["num_updates"])
 
+    def replay_buffer(self) -> ReplayBuffer:
+        """The replay buffer, checkpointed beside the checkpoint (when it fits)."""
+        return self.replay
+
     def reset_env(self, seed: int) -> None:
         """Start new episodes in every copy (after resuming from a checkpoint)."""
         self.next = self.env.reset(seed=seed)
@@ -271,26 +275,6 @@ class OffPolicy:
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` over the entries where ``mask`` (same shape, bool) is True."""
     return torch.where(mask, x, 0.0).sum() / mask.sum().clamp_min(1)
-
-
-def _check_action_spaces(env: BatchedEnv, name: str, discrete: bool) -> None:
-    wanted = gymnasium.spaces.Discrete if discrete else gymnasium.spaces.Box
-    for spec in env.groups.values():
-        space = spec.action_space
-        if isinstance(space, wanted) and (discrete or len(space.shape or ()) == 1):
-            continue
-        if discrete:
-            fits = "maddpg or matd3 (or ippo/mappo)"
-            hint = "; for mpe2 tasks, drop env.kwargs.continuous_actions"
-            need = "discrete (Discrete(n)) actions"
-        else:
-            fits = "iql, vdn or qmix (or ippo/mappo)"
-            hint = "; for mpe2 tasks, set env.kwargs.continuous_actions=true"
-            need = "continuous (1-D Box) actions"
-        raise ConfigError(
-            f"algo.name={name} needs {need}, but group {spec.name!r} has {space}. "
-            f"For this action space use algo.name={fits}{hint}."
-        )
 
 
 def _check_config(config: Config) -> None:

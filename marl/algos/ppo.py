@@ -10,22 +10,20 @@ minibatch updates on the sum of all groups' PPO losses).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from marl_envs.core import BatchedEnv, BatchedReset, GroupObs, GroupStep
 from torch import nn
 
+from marl.algos.base import NonFiniteLossError
+from marl.algos.registry import ALGORITHMS
 from marl.config import Config
 from marl.groups import AgentGroup
 from marl.logging import EpisodeTracker
 from marl.normalize import EpisodeRewardStandardizer, ReturnScaler, RunningMeanStd
 from marl.optim import CommonOptimizer
 from marl.returns import gae
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite; the run stops before writing a checkpoint."""
 
 
 class GroupRollout(NamedTuple):
@@ -89,12 +87,14 @@ class PPO:
         device: where networks and rollout storage live.
     """
 
+    samples_actions = True  # evaluation takes the mode unless asked to sample
+
     def __init__(self, env: BatchedEnv, config: Config, device: torch.device) -> None:
         self.env = env
         self.config = config
         self.algo = config.algo
         self.device = device
-        self.centralised = config.algo.name == "mappo"
+        self.centralised = ALGORITHMS[config.algo.name].global_state
         self.use_state = self.centralised and env.state_shape is not None
         state_features = int(torch.Size(env.state_shape or ()).numel()) if self.use_state else 0
         self.groups = nn.ModuleDict()
@@ -287,6 +287,30 @@ class PPO:
         if self.state_norm is not None:
             modules["state_norm"] = self.state_norm
         return modules
+
+    @torch.no_grad()
+    def eval_actions(self, current: BatchedReset, sample: bool) -> dict[str, torch.Tensor]:
+        """Env-form actions ``[E, A(, D)]``: the policy's mode, or a sample if ``sample``;
+        observation statistics are frozen."""
+        actions = {}
+        for name, group in self._items():
+            obs = current.groups[name]
+            flat = group.prepare_obs(obs.obs.to(self.device))
+            mask = None if obs.action_mask is None else obs.action_mask.to(self.device)
+            action = group.act(flat, mask, deterministic=not sample).action
+            actions[name] = group.env_action(action).to(self.env.device)
+        return actions
+
+    def extra_state(self) -> dict[str, Any]:
+        """Nothing beyond :meth:`modules` and the optimiser: PPO keeps no counters."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Nothing to restore (see :meth:`extra_state`)."""
+
+    def replay_buffer(self) -> None:
+        """PPO learns from its rollout alone: no replay buffer to checkpoint."""
+        return None
 
     def reset_env(self, seed: int) -> None:
         """Start new episodes in every copy (after resuming from a checkpoint)."""

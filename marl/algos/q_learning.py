@@ -68,7 +68,7 @@ class QLearning(OffPolicy):
     """IQL, VDN or QMIX (``config.algo.name``) over all agent groups of a batched env."""
 
     def __init__(self, env: BatchedEnv, config: Config, device: torch.device) -> None:
-        super().__init__(env, config, device, discrete=True)
+        super().__init__(env, config, device)
         self.mode = config.algo.name
         net = config.groups
         self.num_actions = {name: _num_actions(spec.action_space)

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from marl.checkpoint import atomic_write_text
+from marl.atomic import atomic_write_text
 from marl.experiments import git
 
 STATUSES = ("pending", "running", "done", "failed", "interrupted")

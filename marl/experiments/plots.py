@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from marl.experiments.runs import Run
 from marl.experiments.stats import pointwise_ci
-
-if TYPE_CHECKING:
-    from marl.experiments.report import Run
 
 _LABELS = {"env_steps": "env steps", "wall_time": "wall-clock time (s)"}
 

@@ -12,11 +12,9 @@ task, so a bootstrap over seeds), see :mod:`marl.experiments.stats`.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import hashlib
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,32 +22,15 @@ from typing import Any
 import numpy as np
 import yaml
 
-from marl.checkpoint import atomic_write_text
+from marl.atomic import atomic_write_text
 from marl.config import ConfigError, flatten
 from marl.config_rules import yaml_error_text
+from marl.experiments.plots import plot_curves
+from marl.experiments.runs import Run
 from marl.experiments.stats import iqm, mean, stratified_bootstrap_ci
 
 MIN_SEEDS = 3
 _IGNORED_KEYS = ("seed", "run.dir", "run.resume")
-
-
-@dataclasses.dataclass
-class Run:
-    """One run: where it is, its group, and its metric lines in logging order."""
-
-    path: Path
-    group: str
-    seed: int
-    task: str
-    records: list[dict[str, Any]]
-
-    def series(self, metric: str, x: str) -> tuple[np.ndarray, np.ndarray]:
-        """Points where ``metric`` was logged: ``x: [P]``, ``values: [P]``."""
-        points = [(float(r[x]), float(r[metric])) for r in self.records
-                  if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])
-                  and isinstance(r.get(x), (int, float))]
-        array = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        return array[:, 0], array[:, 1]
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:
@@ -204,8 +185,6 @@ def _check_metric(groups: dict[str, list[Run]], metric: str, root: Path) -> None
 def write_report(root: Path, out: Path, metric: str = "episode_return",
                  xs: Sequence[str] = ("env_steps", "wall_time"), final_points: int = 1) -> str:
     """Write ``report.md``, ``curves_<metric>_<x>.png`` and ``marl_eval.json``; return the table."""
-    from marl.experiments.plots import plot_curves
-
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a directory; pass the runs directory of a sweep "
                                 "(for example runs/my_sweep)")

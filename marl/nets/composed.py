@@ -25,6 +25,7 @@ from torch import nn
 
 from marl.nets._checks import check_choice, check_group_input, check_positive
 from marl.nets._encoder_group import IndependentEncoders, SharedEncoder
+from marl.nets.builders import make_group_net
 from marl.nets.cnn import make_cnn_encoder
 from marl.nets.encoders import choose_encoder
 from marl.nets.entity import make_entity_encoder
@@ -131,7 +132,6 @@ def make_composed_group_net(
         ValueError: when the encoder does not take ``obs_shape``, or the layout does not
             fit it; for an unknown name or a non-positive size.
     """
-    from marl.nets import make_group_net  # the package imports this module
 
     check_choice("sharing", sharing, ("shared", "independent"))
     check_choice("backend", backend, BACKENDS)

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from marl.checkpoint import atomic_write_bytes, atomic_write_text
+from marl.atomic import atomic_write_bytes, atomic_write_text
 from marl.selective._checks import check_index
 from marl.selective.cluster import Clustering
 
