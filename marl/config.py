@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -468,9 +468,15 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return tree
 
 
-def dump(config: Config, path: str | Path) -> None:
-    """Write the full resolved config as YAML (reloadable with :func:`load`)."""
-    atomic_write_text(Path(path), yaml.safe_dump(to_dict(config), sort_keys=False))
+def dump(config: Config, path: str | Path, notes: Sequence[str] = ()) -> None:
+    """Write the full resolved config as YAML (reloadable with :func:`load`).
+
+    ``notes`` become ``#`` comment lines at the top: facts about the run that follow from
+    the config and the task (such as what ``groups.encoder=auto`` chose), recorded for the
+    reader without changing what the file loads as.
+    """
+    header = "".join(f"# {line}\n" for note in notes for line in note.splitlines())
+    atomic_write_text(Path(path), header + yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def help_text() -> str:

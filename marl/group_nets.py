@@ -19,10 +19,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from marl_envs.core import GroupSpec
+from marl_envs.core import BatchedEnv, GroupSpec
 from torch import nn
 
-from marl.config import ConfigError, GroupsConfig
+from marl.config import Config, ConfigError, GroupsConfig
 from marl.config_rules import ENTITY_LAYOUT_PRESETS
 from marl.nets import (
     EntityLayout,
@@ -115,3 +115,12 @@ def resolved_encoders(specs: Mapping[str, GroupSpec], groups: GroupsConfig) -> d
             raise ConfigError(
                 f"groups.encoder={groups.encoder}, group {name!r}: {error}") from None
     return chosen
+
+
+def encoder_note(env: BatchedEnv, config: Config) -> str:
+    """One line for the run's ``config.yaml``: the encoder each group's observation
+    networks use, e.g. ``groups.encoder=auto chose: archer=entity, knight=entity``."""
+    chosen = resolved_encoders(env.groups, config.groups)
+    verb = "chose" if config.groups.encoder == "auto" else "gives"
+    pairs = ", ".join(f"{group}={encoder}" for group, encoder in chosen.items())
+    return f"groups.encoder={config.groups.encoder} {verb}: {pairs}"

@@ -28,6 +28,7 @@ from marl import checkpoint
 from marl.algos.base import Learner, NonFiniteLossError
 from marl.build import Checkpoints, build_env, make_evaluator, make_learner, resolve_device
 from marl.config import Config, ConfigError, dump, flatten, to_dict
+from marl.group_nets import encoder_note
 from marl.logging import EpisodeTracker, MetricsWriter
 from marl.play import Evaluator
 from marl.stopping import StopSignals, interrupted
@@ -67,7 +68,7 @@ def train(config: Config, stream: TextIO = sys.stdout) -> RunResult:
         writer.truncate_after(env_steps)
         algo.reset_env(seed=config.seed + env_steps)
         stream.write(f"resuming {run_dir} from env step {env_steps:,}\n")
-    dump(config, run_dir / "config.yaml")
+    dump(config, run_dir / "config.yaml", notes=[encoder_note(env, config)])
     writer.hparams(flatten(to_dict(config)))
     loop = _Loop(config, algo, tracker, writer, saver, evaluator, env_steps, wall_offset)
     stop = StopSignals()

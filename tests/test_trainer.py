@@ -56,7 +56,8 @@ def test_same_seed_gives_identical_metrics(tmp_path: Path) -> None:
 def test_run_directory_and_checkpoint_round_trip(tmp_path: Path) -> None:
     result = train(load(overrides=_tiny(tmp_path, "run", **{"run.tensorboard": "true"})))
     run_dir = result.run_dir
-    assert (run_dir / "config.yaml").is_file()
+    assert (run_dir / "config.yaml").read_text().startswith(
+        "# groups.encoder=auto chose: agent=mlp\n")
     assert any(p.name.startswith("events.out.tfevents") for p in run_dir.iterdir())
     saved = load(run_dir / "config.yaml")
     assert saved.train.total_env_steps == 2048 and saved.env.task == "toy/coop_match"

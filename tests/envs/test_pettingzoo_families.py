@@ -83,6 +83,9 @@ def test_knights_archers_zombies_trains_through_the_entity_encoder(tmp_path: Pat
     finally:
         env.close()
     lines = _quick(tmp_path, "butterfly/knights_archers_zombies_v11", 200)
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert saved.startswith("# groups.encoder=auto chose: archer=entity, knight=entity\n")
+    assert load(tmp_path / "run" / "config.yaml").groups.encoder == "auto"
     assert len(lines) == 2
     for line in lines:
         _finite_losses(line, "archer")
