@@ -33,16 +33,11 @@ class CoopMatchEnv(SpaceTableEnv):
                 "need num_agents >= 1, num_cues >= 2 and max_steps >= 1, got "
                 f"{num_agents}, {num_cues}, {max_steps}."
             )
-        self.metadata = {"name": "coop_match_v0", "render_modes": [], "is_parallelizable": True}
-        self.possible_agents = [f"agent_{index}" for index in range(num_agents)]
-        self.agents: list[str] = []
+        self._set_agents("coop_match_v0", num_agents,
+                         lambda: Box(0.0, 1.0, shape=(num_cues,), dtype=np.float32),
+                         lambda: Discrete(num_cues))
         self.num_cues = num_cues
         self.max_steps = max_steps
-        self.observation_spaces = {
-            agent: Box(0.0, 1.0, shape=(num_cues,), dtype=np.float32)
-            for agent in self.possible_agents
-        }
-        self.action_spaces = {agent: Discrete(num_cues) for agent in self.possible_agents}
         self._rng = np.random.default_rng()
         self._cues = np.zeros(num_agents, dtype=np.int64)
         self._steps = 0
@@ -68,12 +63,7 @@ class CoopMatchEnv(SpaceTableEnv):
         self._draw_cues()
         observations = self._observations()
         rewards = dict.fromkeys(self.agents, team_reward)
-        terminations = dict.fromkeys(self.agents, False)
-        truncations = dict.fromkeys(self.agents, time_is_up)
-        infos: dict[str, dict[str, Any]] = {agent: {} for agent in self.agents}
-        if time_is_up:
-            self.agents = []
-        return observations, rewards, terminations, truncations, infos
+        return self._finish_step(observations, rewards, False, time_is_up)
 
     def state(self) -> np.ndarray:
         """``[N * k]``: every agent's one-hot cue, concatenated."""

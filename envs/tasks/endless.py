@@ -32,16 +32,11 @@ class EndlessEnv(SpaceTableEnv):
                 "num_agents, max_steps and obs_size must be >= 1, got "
                 f"{num_agents}, {max_steps}, {obs_size}."
             )
-        self.metadata = {"name": "endless_v0", "render_modes": [], "is_parallelizable": True}
-        self.possible_agents = [f"agent_{index}" for index in range(num_agents)]
-        self.agents: list[str] = []
+        self._set_agents("endless_v0", num_agents,
+                         lambda: Box(0.0, 1.0, shape=(obs_size,), dtype=np.float32),
+                         lambda: Discrete(2))
         self.max_steps = max_steps
         self._observation = np.ones(obs_size, dtype=np.float32)
-        self.observation_spaces = {
-            agent: Box(0.0, 1.0, shape=(obs_size,), dtype=np.float32)
-            for agent in self.possible_agents
-        }
-        self.action_spaces = {agent: Discrete(2) for agent in self.possible_agents}
         self._steps = 0
 
     def reset(
@@ -58,12 +53,7 @@ class EndlessEnv(SpaceTableEnv):
         time_is_up = self._steps >= self.max_steps
         observations = self._observations()
         rewards = dict.fromkeys(self.agents, 1.0)
-        terminations = dict.fromkeys(self.agents, False)
-        truncations = dict.fromkeys(self.agents, time_is_up)
-        infos: dict[str, dict[str, Any]] = {agent: {} for agent in self.agents}
-        if time_is_up:
-            self.agents = []
-        return observations, rewards, terminations, truncations, infos
+        return self._finish_step(observations, rewards, False, time_is_up)
 
     def state(self) -> np.ndarray:
         """``[N * obs_size]``: every agent's observation, concatenated."""

@@ -66,15 +66,11 @@ class HiddenRolesEnv(SpaceTableEnv):
                 f"num_roles={num_roles}, num_agents={num_agents}, num_actions={num_actions}, "
                 f"max_steps={max_steps}."
             )
-        self.metadata = {"name": "hidden_roles_v0", "render_modes": [], "is_parallelizable": True}
-        self.possible_agents = [f"agent_{index}" for index in range(num_agents)]
-        self.agents: list[str] = []
+        self._set_agents("hidden_roles_v0", num_agents,
+                         lambda: Box(0.0, 1.0, shape=(1,), dtype=np.float32),
+                         lambda: Discrete(num_actions))
         self.max_steps = max_steps
         self.roles = hidden_role_assignment(num_agents, num_roles, role_seed)
-        self.observation_spaces = {
-            agent: Box(0.0, 1.0, shape=(1,), dtype=np.float32) for agent in self.possible_agents
-        }
-        self.action_spaces = {agent: Discrete(num_actions) for agent in self.possible_agents}
         self._steps = 0
 
     def reset(
@@ -92,13 +88,7 @@ class HiddenRolesEnv(SpaceTableEnv):
         }
         self._steps += 1
         time_is_up = self._steps >= self.max_steps
-        observations = self._observations()
-        terminations = dict.fromkeys(self.agents, False)
-        truncations = dict.fromkeys(self.agents, time_is_up)
-        infos: dict[str, dict[str, Any]] = {agent: {} for agent in self.agents}
-        if time_is_up:
-            self.agents = []
-        return observations, rewards, terminations, truncations, infos
+        return self._finish_step(self._observations(), rewards, False, time_is_up)
 
     def render(self) -> None:
         return None

@@ -46,18 +46,13 @@ class MemoryEnv(SpaceTableEnv):
                 "need num_agents >= 1, num_cues >= 2 and delay >= 0, got "
                 f"{num_agents}, {num_cues}, {delay}."
             )
-        self.metadata = {"name": "memory_v0", "render_modes": [], "is_parallelizable": True}
-        self.possible_agents = [f"agent_{index}" for index in range(num_agents)]
-        self.agents: list[str] = []
+        self._set_agents("memory_v0", num_agents,
+                         lambda: Box(0.0, 1.0, shape=(num_cues + 1,), dtype=np.float32),
+                         lambda: Discrete(num_cues))
         self.num_cues = num_cues
         self.delay = delay
         self.shared_cue = shared_cue
         self.team_reward = team_reward
-        self.observation_spaces = {
-            agent: Box(0.0, 1.0, shape=(num_cues + 1,), dtype=np.float32)
-            for agent in self.possible_agents
-        }
-        self.action_spaces = {agent: Discrete(num_cues) for agent in self.possible_agents}
         self._rng = np.random.default_rng()
         self.cues = np.zeros(num_agents, dtype=np.int64)  # [N], each agent's cue
         self.time = 0  # steps taken in this episode; delay + 1 at the query step
@@ -85,12 +80,7 @@ class MemoryEnv(SpaceTableEnv):
         self.time += 1
         observations = self._observations()
         rewards = {agent: float(right[index]) for index, agent in enumerate(self.agents)}
-        terminations = dict.fromkeys(self.agents, is_query)
-        truncations = dict.fromkeys(self.agents, False)
-        infos: dict[str, dict[str, Any]] = {agent: {} for agent in self.agents}
-        if is_query:
-            self.agents = []
-        return observations, rewards, terminations, truncations, infos
+        return self._finish_step(observations, rewards, is_query, False)
 
     def state(self) -> np.ndarray:
         """``[N * k + 1]``: every agent's one-hot cue, then ``time / (delay + 1)``."""
