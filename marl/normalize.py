@@ -56,18 +56,24 @@ class RunningMeanStd(nn.Module):
         Masked samples are weighted out rather than indexed away, so the update never
         waits on the device to count them.
         """
-        weight = torch.ones(x.shape, dtype=torch.float64, device=x.device)
+        flat = x.reshape(-1, *self.shape).to(torch.float64)
+        weight: torch.Tensor | None = None
         if mask is not None:
             if mask.dim() == x.dim() - len(self.shape):
                 mask = mask.view(*mask.shape, *([1] * len(self.shape)))
-            weight = weight * mask
+            weight = mask.to(torch.float64)
         if self.real is not None:
-            weight = weight * self.real
-        flat = x.reshape(-1, *self.shape).to(torch.float64)
-        weight = weight.reshape(-1, *self.shape)
-        count = weight.sum(0)
-        mean = (flat * weight).sum(0) / count.clamp_min(1.0)
-        var = ((flat - mean) ** 2 * weight).sum(0) / count.clamp_min(1.0)
+            weight = self.real.to(torch.float64) if weight is None else weight * self.real
+        if weight is None:  # every entry counts: no weight tensor of the samples' size
+            count = torch.full(self.shape, float(flat.shape[0]), dtype=torch.float64,
+                               device=x.device)
+            mean = flat.sum(0) / count.clamp_min(1.0)
+            var = ((flat - mean) ** 2).sum(0) / count.clamp_min(1.0)
+        else:
+            weight = weight.expand(x.shape).reshape(-1, *self.shape)
+            count = weight.sum(0)
+            mean = (flat * weight).sum(0) / count.clamp_min(1.0)
+            var = ((flat - mean) ** 2 * weight).sum(0) / count.clamp_min(1.0)
         self.update_from_moments(mean, var, count)
 
     @torch.no_grad()
