@@ -9,11 +9,8 @@ machinery, a :class:`~marl.nets.StackedMLP` of K stacks run on all agents in one
 How the call is batched: each layer's stacked weights ``[K, in, out]`` are gathered by
 ``index`` into ``[A, in, out]`` and applied with one ``baddbmm``, exactly the batched
 independent backend's kernel. The alternative, grouping rows by network (one matmul per
-network on its agents' rows, scattered back), needs a Python loop over K. Measured on
-the 2-core CPU (18->64->64->5, one thread, best of 5, a loaded machine), forward+backward
-in microseconds, gather vs grouped: A=8 K=2 N=16 988 vs 912; A=8 K=4 N=16 1180 vs 1513;
-A=32 K=4 N=16 1615 vs 2042; A=32 K=16 N=256 21752 vs 27982. The gather is as fast or
-faster except at K=2, and its cost does not grow with K. Its backward pass sums the
+network on its agents' rows, scattered back), needs a Python loop over K; the gather is
+one kernel whatever K is (not yet timed in ``benchmarks/``). Its backward pass sums the
 gradients of the agents sharing a network into that network's stack, so an agent's loss
 moves only its cluster's network.
 """
