@@ -145,6 +145,15 @@ class AlgoConfig:
     eps_anneal_steps: int = _help("iql/vdn/qmix: env steps of the linear epsilon schedule",
                                   default=50_000)
     mixer_embed: int = _help("qmix: hidden size of the mixing network", default=32)
+    seq_len: int | None = _help(
+        "recurrent agents (groups.rnn=gru): training sequence length in env steps. PPO: "
+        "chunks of the rollout, each replayed from the hidden state stored at its start "
+        "(None: the whole rollout; must divide algo.num_steps). iql/vdn/qmix: replayed "
+        "sequences, aligned to episode starts (None: 32)", default=None)
+    burn_in: int = _help(
+        "iql/vdn/qmix with groups.rnn=gru: steps before a replayed sequence that only warm "
+        "up the hidden state (no loss); sequences that start an episode need none",
+        default=10)
     exploration_noise: float = _help("maddpg/matd3: std of Gaussian action noise (actions "
                                      "scaled to [-1, 1])", default=0.1)
     policy_delay: int = _help("matd3: critic updates per actor and soft target "
@@ -179,6 +188,11 @@ class GroupsConfig:
     layer_norm: bool = _help("LayerNorm after every hidden layer of the trunk", default=False)
     residual: bool = _help("residual hidden layers in the trunk where sizes match",
                            default=False)
+    rnn: str = _help(
+        "'none' (feed-forward) or 'gru': encoder -> input layers (groups.hidden) -> GRU -> "
+        "head, for policies, IPPO critics and Q networks; a state critic stays feed-forward",
+        default="none")
+    rnn_hidden: int = _help("groups.rnn=gru: the GRU's hidden-state size", default=64)
 
 
 @dataclass(frozen=True)
@@ -244,6 +258,9 @@ class Config:
 HPSETS: dict[str, dict[str, Any]] = {
     "ippo_mpe": {"algo.name": "ippo"},
     "mappo_mpe": {"algo.name": "mappo"},
+    # EPyMARL's default recurrent agent: one input layer of 64, a GRU of 64, a linear head.
+    "ippo_rnn_mpe": {"algo.name": "ippo", "groups.rnn": "gru", "groups.hidden": [64],
+                     "groups.rnn_hidden": 64},
     # Off-policy on MPE: 8 copies, one update per step of all copies (8 env steps),
     # 3-step targets, relu networks, 300k env steps (README, "Off-policy learners": VDN and
     # MATD3 reach -16 or better on simple_spread_v3 in that budget).

@@ -85,6 +85,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "groups.activation": ("tanh", "relu"),
     "groups.encoder": ("auto", "mlp", "cnn", "entity"),
     "groups.entity_pool": ("attention", "mean", "max"),
+    "groups.rnn": ("none", "gru"),
     "optim.clip_mode": ("global", "group"),
     "optim.mode": ("common", "per_agent"),
     "optim.impl": ("fused", "foreach", "loop"),
@@ -130,6 +131,9 @@ RANGES: dict[str, Rule] = {
     "algo.target_noise": at_least(0.0, "0.2"),
     "algo.target_noise_clip": positive("0.5"),
     "groups.hidden": at_least(1, "[64, 64]"),
+    "groups.rnn_hidden": at_least(1, "64"),
+    "algo.seq_len": at_least(1, "25"),
+    "algo.burn_in": at_least(0, "10"),
     "optim.lr": positive("0.0003"),
     "optim.eps": positive("1e-05"),
     "optim.max_grad_norm": positive("0.5"),
@@ -266,11 +270,43 @@ def check_combinations(values: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"algo.buffer_size={values['algo.buffer_size']} holds fewer than 2 steps of "
             f"env.num_envs={num_envs} copies; e.g. algo.buffer_size={max(200_000, 2 * num_envs)}")
+    check_recurrent(values)
     workers = values["env.num_workers"]
     if values["env.vector"] == "subprocess" and workers is not None and workers > num_envs:
         raise ConfigError(
             f"env.num_workers={workers} is more than env.num_envs={num_envs} (each worker "
             f"steps at least one copy); e.g. env.num_workers={num_envs}")
+
+
+def check_recurrent(values: Mapping[str, Any]) -> None:
+    """``groups.rnn=gru``: an algorithm that trains recurrent agents, a trunk without the
+    feed-forward options, PPO sequences that tile the rollout."""
+    if values.get("groups.rnn", "none") != "gru":
+        return
+    name = values["algo.name"]
+    spec = ALGORITHMS[name]
+    if not spec.recurrent:
+        able = ", ".join(n for n, s in ALGORITHMS.items() if s.recurrent)
+        raise ConfigError(f"groups.rnn=gru: algo.name={name} trains feed-forward agents only; "
+                          f"use one of {able}, or groups.rnn=none")
+    for key in ("groups.layer_norm", "groups.residual"):
+        if values.get(key):
+            raise ConfigError(f"{key}=true shapes the feed-forward trunk, which groups.rnn=gru "
+                              f"replaces (input layers -> GRU -> head); set {key}=false or "
+                              "groups.rnn=none")
+    seq_len, steps = values.get("algo.seq_len"), values["algo.num_steps"]
+    if spec.on_policy and seq_len is not None:
+        if steps % seq_len:
+            raise ConfigError(
+                f"algo.seq_len={seq_len} does not divide algo.num_steps={steps}: the rollout is "
+                f"cut into chunks of algo.seq_len steps; e.g. algo.seq_len={steps} (or null)")
+        chunks = steps // seq_len * values["env.num_envs"]
+        if values["algo.num_minibatches"] > chunks:
+            raise ConfigError(
+                f"algo.num_minibatches={values['algo.num_minibatches']} is more than the "
+                f"{chunks} sequences of a rollout (algo.num_steps / algo.seq_len x "
+                f"env.num_envs); minibatches split sequences, never time inside one; e.g. "
+                f"algo.num_minibatches={max(1, min(chunks, 2))}")
 
 
 def coerce(key: str, value: Any, hint: Any) -> Any:

@@ -45,6 +45,9 @@ def build_group_net(
 ) -> nn.Module:
     """The network of group ``group``: ``[*B, A, prod(input_shape)] -> [*B, A, out_features]``.
 
+    With ``groups.rnn=gru``, observation readers are recurrent
+    (:class:`~marl.nets.recurrent.RecurrentGroupNet`: sequences and a hidden state).
+
     Args:
         groups: the ``groups`` section of the config.
         sharing: ``"shared"`` or ``"independent"`` (after ``groups.overrides``).
@@ -53,8 +56,9 @@ def build_group_net(
         num_agents: agents in the group.
         out_gain: orthogonal gain of the head (0.01 policies, 1.0 values).
         group: the group's name, for messages.
-        reads_obs: the input is the agent's observation (gets an encoder); ``False`` for
-            state or joint-action inputs (always an MLP trunk).
+        reads_obs: the input is the agent's observation (gets an encoder, and the GRU
+            of ``groups.rnn``); ``False`` for state or joint-action inputs (always a
+            feed-forward MLP).
 
     Raises:
         ConfigError: when the encoder or the entity layout does not fit the observation.
@@ -69,6 +73,7 @@ def build_group_net(
             activation=groups.activation, out_gain=out_gain, agent_id=groups.agent_id,
             backend=groups.backend, layer_norm=groups.layer_norm, residual=groups.residual,
             entity_layout=layout, entity_pool=groups.entity_pool,
+            rnn=groups.rnn if reads_obs else "none", rnn_hidden=groups.rnn_hidden,
         )
     except ValueError as error:
         raise ConfigError(f"groups.encoder={groups.encoder}, group {group!r}: {error}") from None

@@ -104,9 +104,11 @@ def play_episodes(algo: Learner, env: BatchedEnv, episodes: int, seed: int,
         np.random.seed(seed)
         torch.manual_seed(seed)
         current = env.reset(seed=seed)
+        memory = algo.new_memory(num_envs)  # recurrent agents: hidden states per episode
         while bool((finished < quota).any()):
             alive = {name: obs.alive.to(algo.device) for name, obs in current.groups.items()}
-            step = env.step(algo.eval_actions(current, sample))
+            step = env.step(algo.eval_actions(current, sample, memory))
+            memory.observe(step)
             done = step.env_done.cpu()
             counted = done & (finished < quota)
             finished += done.long()

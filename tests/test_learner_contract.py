@@ -55,7 +55,7 @@ def test_every_registered_learner_keeps_the_contract(name: str) -> None:
         assert steps == 3 * 4 * 2
         metrics = learner.update(0.0)
         assert metrics and all(isinstance(v, float) for v in metrics.values())
-        actions = learner.eval_actions(current, sample=False)
+        actions = learner.eval_actions(current, False, learner.new_memory(env.num_envs))
         assert set(actions) == set(env.groups)
         for group, action in actions.items():
             assert action.shape[:2] == (2, env.groups[group].num_agents)

@@ -17,6 +17,7 @@ from marl_envs.core import BatchedEnv, BatchedReset
 from torch import nn
 
 from marl.logging import EpisodeTracker
+from marl.memory import AgentMemory
 from marl.optim import CommonOptimizer
 from marl.replay import ReplayBuffer
 
@@ -53,9 +54,17 @@ class Learner(Protocol):
         Returns the named loss terms and statistics to log (empty when it did not learn)."""
         ...
 
-    def eval_actions(self, current: BatchedReset, sample: bool) -> dict[str, torch.Tensor]:
+    def new_memory(self, num_envs: int) -> AgentMemory:
+        """Fresh recurrent state for ``num_envs`` env copies at their reset (it holds no
+        tensors for feed-forward networks)."""
+        ...
+
+    def eval_actions(self, current: BatchedReset, sample: bool,
+                     memory: AgentMemory) -> dict[str, torch.Tensor]:
         """Evaluation actions for ``current``, per group in env form ``[E, A(, D)]``, on
-        ``env.device``; observation statistics are read, never updated."""
+        ``env.device``; observation statistics are read, never updated. ``memory`` (from
+        :meth:`new_memory`, told of every step by :meth:`AgentMemory.observe`) carries the
+        hidden states through each episode and is updated here."""
         ...
 
     def modules(self) -> dict[str, nn.Module]:

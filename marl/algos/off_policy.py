@@ -26,6 +26,7 @@ from marl.algos.base import NonFiniteLossError
 from marl.config import Config, ConfigError
 from marl.groups import discrete_start, feature_mask
 from marl.logging import EpisodeTracker
+from marl.memory import AgentMemory
 from marl.normalize import RunningMeanStd
 from marl.optim import CommonOptimizer
 from marl.replay import GroupTransition, ReplayBuffer, Sample
@@ -169,7 +170,12 @@ class OffPolicy:
                        for name, action in actions.items()}
         return actions, env_actions
 
-    def eval_actions(self, current: BatchedReset, sample: bool) -> dict[str, torch.Tensor]:
+    def new_memory(self, num_envs: int) -> AgentMemory:
+        """No recurrent state: the off-policy agents are feed-forward."""
+        return AgentMemory({}, num_envs, self.device)
+
+    def eval_actions(self, current: BatchedReset, sample: bool,
+                     memory: AgentMemory) -> dict[str, torch.Tensor]:
         """Env-form evaluation actions: greedy Q values or actors without noise
         (``sample`` has no effect here)."""
         return self.policy_actions(current, explore=False)[1]

@@ -21,6 +21,7 @@ from marl.algos.registry import ALGORITHMS
 from marl.config import Config
 from marl.groups import AgentGroup
 from marl.logging import EpisodeTracker
+from marl.memory import AgentMemory
 from marl.normalize import EpisodeRewardStandardizer, ReturnScaler, RunningMeanStd
 from marl.optim import CommonOptimizer
 from marl.returns import gae
@@ -289,7 +290,12 @@ class PPO:
         return modules
 
     @torch.no_grad()
-    def eval_actions(self, current: BatchedReset, sample: bool) -> dict[str, torch.Tensor]:
+    def new_memory(self, num_envs: int) -> AgentMemory:
+        """Fresh recurrent state for ``num_envs`` copies (empty for feed-forward groups)."""
+        return AgentMemory({}, num_envs, self.device)
+
+    def eval_actions(self, current: BatchedReset, sample: bool,
+                     memory: AgentMemory) -> dict[str, torch.Tensor]:
         """Env-form actions ``[E, A(, D)]``: the policy's mode, or a sample if ``sample``;
         observation statistics are frozen."""
         actions = {}

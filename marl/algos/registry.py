@@ -34,6 +34,7 @@ class AlgoSpec:
         on_policy: whether it learns from rollouts (the ``algo.num_minibatches`` rules)
             rather than from a replay buffer (the ``algo.buffer_size`` rules).
         summary: one line for ``--help``.
+        recurrent: whether it trains recurrent agents (``groups.rnn=gru``).
     """
 
     learner: str
@@ -41,6 +42,7 @@ class AlgoSpec:
     actions: tuple[str, ...]
     on_policy: bool
     summary: str
+    recurrent: bool = True
 
 
 _PPO = "marl.algos.ppo:PPO"
@@ -60,10 +62,11 @@ ALGORITHMS: dict[str, AlgoSpec] = {
                      "Q-learning through a monotonic mixer of the global state (discrete "
                      "actions)"),
     "maddpg": AlgoSpec(_DDPG, True, _CONTINUOUS, False,
-                       "deterministic actors, centralised critics (continuous actions)"),
+                       "deterministic actors, centralised critics (continuous actions)",
+                       recurrent=False),
     "matd3": AlgoSpec(_DDPG, True, _CONTINUOUS, False,
                       "MADDPG with twin critics, delayed actors and target smoothing "
-                      "(continuous actions)"),
+                      "(continuous actions)", recurrent=False),
 }
 """Every algorithm ``algo.name`` can name, in ``--help`` order."""
 

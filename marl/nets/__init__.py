@@ -28,7 +28,13 @@ from marl.nets.builders import (
     make_recurrent_group_net,
 )
 from marl.nets.cnn import CNNEncoder, ConvSpec, GroupedCNN, default_conv_layers, make_cnn_encoder
-from marl.nets.composed import ComposedGroupNet, make_composed_group_net, resolve_encoder
+from marl.nets.composed import (
+    RNN_CHOICES,
+    ComposedGroupNet,
+    EncodedGRU,
+    make_composed_group_net,
+    resolve_encoder,
+)
 from marl.nets.encoders import ENCODER_SHAPES, ENCODERS, choose_encoder
 from marl.nets.entity import POOLS, EntityEncoder, StackedEntityEncoder, make_entity_encoder
 from marl.nets.entity_layout import EntityLayout, EntitySlice, mpe_spread_layout
@@ -46,6 +52,8 @@ from marl.nets.stacked_gru import StackedGRUAgents, StackedGRUCell
 from marl.nets.trunk import StackedTrunkMLP, TrunkMLP, make_trunk
 
 __all__ = [
+    "RNN_CHOICES",
+    "EncodedGRU",
     "ACTIVATIONS",
     "BACKENDS",
     "ENCODERS",

@@ -134,7 +134,7 @@ class GRUAgent(nn.Module):
 
         Returns:
             ``out: [T, N, O]``, the head on the state after each step (at a dead step, on
-            the unchanged state), and ``hidden_last: [N, H]``.
+            the unchanged state), and ``states: [T, N, H]``, the state after each step.
         """
         steps, rows = obs.shape[0], obs.shape[1]
         x = self.trunk(obs.reshape(steps * rows, obs.shape[2]))
@@ -153,7 +153,7 @@ class GRUAgent(nn.Module):
             self.gru.bias_hh.unsqueeze(0).unsqueeze(0),
         )[0]
         out = self.head(states.reshape(steps * rows, states.shape[2]))
-        return out.reshape(steps, rows, out.shape[1]), states[-1]
+        return out.reshape(steps, rows, out.shape[1]), states
 
 
 class GRUForkRunner(nn.Module):
@@ -180,7 +180,7 @@ class GRUForkRunner(nn.Module):
             alive: ``[T, N, A]`` bool or ``None``.
 
         Returns:
-            ``out: [T, N, A, O]`` and ``hidden_last: [N, A, H]``.
+            ``out: [T, N, A, O]`` and ``states: [T, N, A, H]``, the state after each step.
         """
         futures: list[torch.jit.Future[tuple[Tensor, Tensor]]] = []
         for index, net in enumerate(self.nets):
@@ -195,4 +195,4 @@ class GRUForkRunner(nn.Module):
             )
         results = [torch.jit.wait(future) for future in futures]
         out = torch.stack([result[0] for result in results], dim=2)
-        return out, torch.stack([result[1] for result in results], dim=1)
+        return out, torch.stack([result[1] for result in results], dim=2)

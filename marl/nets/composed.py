@@ -19,22 +19,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
 
 from marl.nets._checks import check_choice, check_group_input, check_positive
 from marl.nets._encoder_group import IndependentEncoders, SharedEncoder
-from marl.nets.builders import make_group_net
+from marl.nets.builders import make_group_net, make_recurrent_group_net
 from marl.nets.cnn import make_cnn_encoder
 from marl.nets.encoders import choose_encoder
 from marl.nets.entity import make_entity_encoder
 from marl.nets.entity_layout import EntityLayout
 from marl.nets.independent import BACKENDS, IndependentNets
+from marl.nets.recurrent import RNN_HIDDEN, IndependentGRUs, RecurrentGroupNet, SharedGRU
 from marl.nets.shared import SharedNet, append_agent_id
 from marl.nets.trunk import make_trunk
 
 Encoder = SharedEncoder | IndependentEncoders
+
+RNN_CHOICES = ("none", "gru")
+"""Allowed values of ``make_composed_group_net(rnn=...)``."""
 
 
 class ComposedGroupNet(nn.Module):
@@ -112,8 +117,14 @@ def make_composed_group_net(
     residual: bool = False,
     entity_layout: EntityLayout | None = None,
     entity_pool: str = "attention",
-) -> SharedNet | IndependentNets | ComposedGroupNet:
+    rnn: str = "none",
+    rnn_hidden: int = RNN_HIDDEN,
+) -> SharedNet | IndependentNets | ComposedGroupNet | RecurrentGroupNet:
     """The network of one group reading observations ``[*B, A, prod(obs_shape)]``.
+
+    With ``rnn="gru"`` it is a :class:`~marl.nets.recurrent.RecurrentGroupNet`
+    (``encoder -> (one-hot ID) -> input layers -> GRU -> head``) mapping sequences
+    ``[T, B, A, prod(obs_shape)]`` with a hidden state; see :mod:`marl.nets.recurrent`.
 
     Args:
         sharing: ``"shared"`` or ``"independent"``.
@@ -127,32 +138,97 @@ def make_composed_group_net(
         layer_norm, residual: trunk options (:class:`~marl.nets.trunk.TrunkMLP`).
         entity_layout: entity slices of a flat observation (entity encoder only).
         entity_pool: ``"attention"``, ``"mean"`` or ``"max"``.
+        rnn: ``"none"`` (feed-forward) or ``"gru"``; ``hidden`` are then the input layers
+            before the GRU.
+        rnn_hidden: the GRU's state size ``H``.
 
     Raises:
         ValueError: when the encoder does not take ``obs_shape``, or the layout does not
-            fit it; for an unknown name or a non-positive size.
+            fit it; for an unknown name or a non-positive size; for ``layer_norm`` or
+            ``residual`` with a GRU (its input layers have neither).
     """
 
     check_choice("sharing", sharing, ("shared", "independent"))
     check_choice("backend", backend, BACKENDS)
     check_positive("num_agents", num_agents)
+    check_choice("rnn", rnn, RNN_CHOICES)
     name, enc_shape = resolve_encoder(obs_shape, encoder, entity_layout)
     features = math.prod(obs_shape)
+    layout = entity_layout if name == "entity" and len(obs_shape) == 1 else None
+    net = _encoder(name, sharing, enc_shape, num_agents, entity_pool, backend)
+    if rnn == "gru":
+        if layer_norm or residual:
+            raise ValueError(
+                "layer_norm and residual shape the feed-forward trunk; the GRU's input layers "
+                "have neither. Turn them off with rnn='gru'.")
+        core = make_recurrent_group_net(
+            sharing, features if net is None else net.out_features, out_features, num_agents,
+            hidden, rnn_hidden, activation, out_gain, agent_id, backend)
+        if net is None:
+            return core
+        return EncodedGRU(obs_shape, name, net, core, layout)
     if name == "mlp" and not (layer_norm or residual):
         return make_group_net(sharing, features, out_features, num_agents, hidden, activation,
                               out_gain, agent_id, backend)
-    net: Encoder | None = None
-    if name == "cnn":
-        net = make_cnn_encoder(sharing, enc_shape, num_agents, backend=backend)
-    elif name == "entity":
-        net = make_entity_encoder(sharing, enc_shape, num_agents, pool=entity_pool,
-                                  backend=backend)
     with_id = agent_id and sharing == "shared"
     trunk_in = (features if net is None else net.out_features) + (num_agents if with_id else 0)
     trunk = make_trunk(sharing, trunk_in, out_features, num_agents, hidden, activation,
                        out_gain, layer_norm, residual, backend)
-    layout = entity_layout if name == "entity" and len(obs_shape) == 1 else None
     return ComposedGroupNet(obs_shape, name, net, trunk, num_agents, with_id, layout)
+
+
+def _encoder(name: str, sharing: str, enc_shape: tuple[int, ...], num_agents: int,
+             entity_pool: str, backend: str) -> Encoder | None:
+    """The group's encoder for ``name`` (``None`` for ``"mlp"``)."""
+    if name == "cnn":
+        return make_cnn_encoder(sharing, enc_shape, num_agents, backend=backend)
+    if name == "entity":
+        return make_entity_encoder(sharing, enc_shape, num_agents, pool=entity_pool,
+                                   backend=backend)
+    return None
+
+
+class EncodedGRU(RecurrentGroupNet):
+    """``[T, B, A, D] -> [T, B, A, O]``: an encoder on every step, then a recurrent core.
+
+    The encoder runs once over all ``T * B`` steps (it has no state); the core
+    (:class:`~marl.nets.recurrent.SharedGRU`, which appends the one-hot ID, or
+    :class:`~marl.nets.recurrent.IndependentGRUs`) carries the hidden state.
+
+    Attributes:
+        encoder_name: ``"cnn"`` or ``"entity"``; encoder: the group's encoder;
+        core: the recurrent network on the encoder's features; layout: entity slices of a
+        flat observation, or ``None``.
+    """
+
+    def __init__(self, obs_shape: Sequence[int], encoder_name: str, encoder: Encoder,
+                 core: RecurrentGroupNet, layout: EntityLayout | None) -> None:
+        super().__init__(math.prod(obs_shape), core.out_features, core.num_agents,
+                         core.hidden_size)
+        self.obs_shape = tuple(int(size) for size in obs_shape)
+        self.encoder_name = encoder_name
+        self.encoder = encoder
+        self.core = core
+        self.layout = layout
+
+    def unroll(self, obs: torch.Tensor, hidden: torch.Tensor, first: torch.Tensor,
+               alive: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """See :meth:`RecurrentGroupNet.unroll`."""
+        self._check_inputs(obs, hidden, first, alive)
+        if self.layout is not None:
+            rows = self.layout.rows(obs)  # [T, B, A, N, F]
+        else:
+            rows = obs.reshape(*obs.shape[:-1], *self.obs_shape)
+        return self.core.unroll(self.encoder(rows), hidden, first, alive)
+
+    def per_agent_parameters(self) -> list[list[nn.Parameter]]:
+        """Agent ``i``'s parameters as list ``i`` (one list when shared)."""
+        core = cast(SharedGRU | IndependentGRUs, self.core)
+        per_part = [self.encoder.per_agent_parameters(), core.per_agent_parameters()]
+        return [[p for params in agent for p in params] for agent in zip(*per_part, strict=True)]
+
+    def extra_repr(self) -> str:
+        return f"encoder={self.encoder_name!r}, obs_shape={list(self.obs_shape)}"
 
 
 def resolve_encoder(

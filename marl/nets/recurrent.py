@@ -68,10 +68,10 @@ class RecurrentGroupNet(nn.Module):
         self.num_agents = num_agents
         self.hidden_size = rnn_hidden
 
-    def forward(
+    def unroll(
         self, obs: Tensor, hidden: Tensor, first: Tensor, alive: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Run a sequence (see the module docstring); implemented by each form.
+        """Run a sequence and keep the state after every step; implemented by each form.
 
         Args:
             obs: ``[T, B, A, F]``.
@@ -80,10 +80,40 @@ class RecurrentGroupNet(nn.Module):
             alive: ``[T, B, A]`` bool or ``None`` (all alive).
 
         Returns:
+            ``out: [T, B, A, O]`` and ``states: [T, B, A, H]``, the state after each step
+            (``states[t]`` is what produced ``out[t]``).
+        """
+        raise NotImplementedError
+
+    def forward(
+        self, obs: Tensor, hidden: Tensor, first: Tensor, alive: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Run a sequence (see the module docstring): :meth:`unroll` with its last state.
+
+        Returns:
             ``out: [T, B, A, O]`` and ``hidden_last: [B, A, H]``, the state after step
             ``T - 1``.
         """
-        raise NotImplementedError
+        out, states = self.unroll(obs, hidden, first, alive)
+        return out, states[-1]
+
+    def from_states(self, obs: Tensor, states: Tensor) -> Tensor:
+        """One step from each of many given states, no reset: ``[*S, B, A, F] -> [*S, B, A, O]``.
+
+        With ``states`` from :meth:`unroll` and ``obs`` the observations each transition
+        returned before any auto-reset (``final_obs``), this is the output for the next
+        observation of every step in one call: what a value bootstrapped at a truncation,
+        or an n-step target, needs.
+
+        Args:
+            obs: ``[*S, B, A, F]``; states: ``[*S, B, A, H]`` (same leading shape).
+        """
+        lead = obs.shape[:-2]
+        rows = obs.reshape(1, -1, self.num_agents, obs.shape[-1])
+        hidden = states.reshape(-1, self.num_agents, self.hidden_size)
+        first = torch.zeros(rows.shape[:-1], dtype=torch.bool, device=obs.device)
+        out, _ = self.unroll(rows, hidden, first)
+        return out.reshape(*lead, self.num_agents, self.out_features)
 
     def step(
         self, obs: Tensor, hidden: Tensor, first: Tensor, alive: Tensor | None = None
@@ -184,16 +214,16 @@ class SharedGRU(RecurrentGroupNet):
         )
         self.register_buffer("agent_eye", torch.eye(num_agents), persistent=False)
 
-    def forward(
+    def unroll(
         self, obs: Tensor, hidden: Tensor, first: Tensor, alive: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """See :meth:`RecurrentGroupNet.forward`; agents are rows ``B * A`` of one network."""
+        """See :meth:`RecurrentGroupNet.unroll`; agents are rows ``B * A`` of one network."""
         self._check_inputs(obs, hidden, first, alive)
         steps, batch = obs.shape[:2]
         rows = batch * self.num_agents
         if self.agent_id:
             obs = append_agent_id(obs, self.agent_eye)
-        out, last = self.agent(
+        out, states = self.agent(
             obs.reshape(steps, rows, obs.shape[-1]),
             hidden.reshape(rows, self.hidden_size),
             first.reshape(steps, rows),
@@ -201,7 +231,7 @@ class SharedGRU(RecurrentGroupNet):
         )
         return (
             out.reshape(steps, batch, self.num_agents, self.out_features),
-            last.reshape(batch, self.num_agents, self.hidden_size),
+            states.reshape(steps, batch, self.num_agents, self.hidden_size),
         )
 
     def per_agent_parameters(self) -> list[list[nn.Parameter]]:
@@ -256,21 +286,21 @@ class IndependentGRUs(AgentWeights, RecurrentGroupNet):
         else:
             self.core = nn.ModuleList(agents)
 
-    def forward(
+    def unroll(
         self, obs: Tensor, hidden: Tensor, first: Tensor, alive: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """See :meth:`RecurrentGroupNet.forward`; agent ``i`` runs its own network."""
+        """See :meth:`RecurrentGroupNet.unroll`; agent ``i`` runs its own network."""
         self._check_inputs(obs, hidden, first, alive)
         if self.backend == "batched":
             # Agent axis first once for the whole sequence, back once at the end.
             keep = (~first).to(obs.dtype).permute(2, 0, 1).unsqueeze(-1)
-            out, last = self.core(
+            out, states = self.core(
                 obs.permute(2, 0, 1, 3),
                 hidden.transpose(0, 1),
                 keep,
                 None if alive is None else alive.permute(2, 0, 1).unsqueeze(-1),
             )
-            return out.permute(1, 2, 0, 3), last.transpose(0, 1)
+            return out.permute(1, 2, 0, 3), states.permute(1, 2, 0, 3)
         if self.backend == "fork":
             return cast(tuple[Tensor, Tensor], self.core(obs, hidden, first, alive))
         results = [
@@ -283,7 +313,7 @@ class IndependentGRUs(AgentWeights, RecurrentGroupNet):
             for agent, net in enumerate(cast(nn.ModuleList, self.core))
         ]
         out = torch.stack([result[0] for result in results], dim=2)
-        return out, torch.stack([result[1] for result in results], dim=1)
+        return out, torch.stack([result[1] for result in results], dim=2)
 
     def extra_repr(self) -> str:
         return f"num_agents={self.num_agents}, backend={self.backend!r}"

@@ -101,7 +101,7 @@ class StackedGRUAgents(nn.Module):
             the state is zeroed); alive: ``[A, T, N, 1]`` bool or ``None``.
 
         Returns:
-            ``out: [A, T, N, O]`` and ``hidden_last: [A, N, H]``.
+            ``out: [A, T, N, O]`` and ``states: [A, T, N, H]``, the state after each step.
         """
         agents, steps, rows, features = obs.shape
         x = self.trunk(obs.reshape(agents, steps * rows, features))
@@ -110,7 +110,7 @@ class StackedGRUAgents(nn.Module):
         gates_in = self.gru.input_gates(x).reshape(agents, steps, rows, -1)
         states = self.gru.scan(gates_in, hidden, keep, alive)
         out = self.head(states.reshape(agents, steps * rows, -1))
-        return out.reshape(agents, steps, rows, -1), states[:, -1]
+        return out.reshape(agents, steps, rows, -1), states
 
     def agent_state(self, agent: int) -> dict[str, Tensor]:
         """Agent ``agent``'s weights as a :class:`GRUAgent` state dict (views, not copies)."""
