@@ -52,19 +52,19 @@ from marl.nets.stacked_gru import StackedGRUAgents, StackedGRUCell
 from marl.nets.trunk import StackedTrunkMLP, TrunkMLP, make_trunk
 
 __all__ = [
-    "RNN_CHOICES",
-    "EncodedGRU",
     "ACTIVATIONS",
     "BACKENDS",
     "ENCODERS",
     "ENCODER_SHAPES",
     "HIDDEN_GAIN",
     "POOLS",
+    "RNN_CHOICES",
     "RNN_HIDDEN",
     "SHARING_MODES",
     "CNNEncoder",
     "ComposedGroupNet",
     "ConvSpec",
+    "EncodedGRU",
     "EntityEncoder",
     "EntityLayout",
     "EntitySlice",
