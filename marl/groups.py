@@ -20,6 +20,7 @@ from torch import nn
 
 from marl.config import Config
 from marl.group_nets import build_group_net
+from marl.nets import RecurrentGroupNet
 from marl.normalize import RunningMeanStd
 
 _MASKED_LOGIT = -1e8
@@ -35,10 +36,41 @@ class ActionOutput(NamedTuple):
     Attributes:
         action: ``[*B, A]`` int64 (discrete) or ``[*B, A, D]`` float32 (continuous).
         log_prob: ``[*B, A]``.
+        hidden: a recurrent policy's state after the step ``[B, A, H]``; ``None`` for a
+            feed-forward one.
     """
 
     action: torch.Tensor
     log_prob: torch.Tensor
+    hidden: torch.Tensor | None = None
+
+
+class Recurrence(NamedTuple):
+    """What a recurrent network needs besides its input (:mod:`marl.nets.recurrent`).
+
+    One step: ``hidden: [B, A, H]``, ``first`` and ``alive: [B, A]``, input ``[B, A, F]``.
+    A sequence: the same ``hidden`` (the state before step 0), ``first`` and
+    ``alive: [T, B, A]``, input ``[T, B, A, F]``.
+    """
+
+    hidden: torch.Tensor
+    first: torch.Tensor
+    alive: torch.Tensor | None
+
+
+def run_net(net: nn.Module, x: torch.Tensor,
+            recurrence: Recurrence | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``net`` on ``x``: feed-forward ``(net(x), None)``; recurrent, one step
+    ``(out, new_hidden)`` or a sequence ``(out, states)`` (:meth:`RecurrentGroupNet.unroll`)."""
+    if not isinstance(net, RecurrentGroupNet):
+        return net(x), None
+    if recurrence is None:
+        raise ValueError(f"{type(net).__name__} is recurrent: pass its hidden state, episode "
+                         "starts and alive mask (Recurrence)")
+    hidden, first, alive = recurrence
+    if x.dim() == hidden.dim():  # one step: x [B, A, F], hidden [B, A, H]
+        return net.step(x, hidden, first, alive)
+    return net.unroll(x, hidden, first, alive)
 
 
 class AgentGroup(nn.Module):
@@ -107,27 +139,57 @@ class AgentGroup(nn.Module):
             self.obs_norm.update(flat, alive)
         return self.obs_norm.normalize(flat)
 
-    def distribution(self, obs: torch.Tensor,
-                     action_mask: torch.Tensor | None = None) -> _Distribution:
-        """The policy at ``obs: [*B, A, F]``; ``action_mask: [*B, A, n]`` bool or None."""
-        out = self.actor(obs)
+    @property
+    def actor_hidden(self) -> int | None:
+        """The recurrent policy's state size ``H``; ``None`` when it is feed-forward."""
+        return self.actor.hidden_size if isinstance(self.actor, RecurrentGroupNet) else None
+
+    @property
+    def critic_hidden(self) -> int | None:
+        """The recurrent critic's state size ``H``; ``None`` when it is feed-forward."""
+        return self.critic.hidden_size if isinstance(self.critic, RecurrentGroupNet) else None
+
+    def distribution(self, obs: torch.Tensor, action_mask: torch.Tensor | None = None,
+                     recurrence: Recurrence | None = None) -> _Distribution:
+        """The policy at ``obs: [*B, A, F]``; ``action_mask: [*B, A, n]`` bool or None.
+
+        A recurrent policy also takes ``recurrence`` (one step or a sequence ``[T, B, A,
+        F]``)."""
+        return self._distribution(obs, action_mask, recurrence)[0]
+
+    def _distribution(self, obs: torch.Tensor, action_mask: torch.Tensor | None,
+                      recurrence: Recurrence | None
+                      ) -> tuple[_Distribution, torch.Tensor | None]:
+        out, hidden = run_net(self.actor, obs, recurrence)
         if self.discrete:
             if action_mask is not None:
                 out = out.masked_fill(~action_mask, _MASKED_LOGIT)
-            return _Categorical(out)
-        return _Gaussian(out, self.log_std.expand_as(out))
+            return _Categorical(out), hidden
+        return _Gaussian(out, self.log_std.expand_as(out)), hidden
 
     def act(self, obs: torch.Tensor, action_mask: torch.Tensor | None = None,
-            deterministic: bool = False) -> ActionOutput:
-        """Sample (or take the mode of) the policy at ``obs: [*B, A, F]``."""
-        dist = self.distribution(obs, action_mask)
+            deterministic: bool = False, recurrence: Recurrence | None = None) -> ActionOutput:
+        """Sample (or take the mode of) the policy at ``obs: [*B, A, F]``; a recurrent
+        policy steps from ``recurrence`` and returns its new state in ``hidden``."""
+        dist, hidden = self._distribution(obs, action_mask, recurrence)
         action = dist.mode() if deterministic else dist.sample()
-        return ActionOutput(action, dist.log_prob(action))
+        return ActionOutput(action, dist.log_prob(action), hidden)
 
-    def prediction(self, critic_input: torch.Tensor) -> torch.Tensor:
+    def prediction(self, critic_input: torch.Tensor,
+                   recurrence: Recurrence | None = None) -> torch.Tensor:
         """The critic's own output ``[*B, A]`` from ``critic_input: [*B, A, C]``: in
-        normalised units under value normalisation, else in return units."""
-        return self.critic(critic_input).squeeze(-1)
+        normalised units under value normalisation, else in return units. A recurrent
+        critic also takes ``recurrence``."""
+        return run_net(self.critic, critic_input, recurrence)[0].squeeze(-1)
+
+    def predictions_over(self, obs: torch.Tensor, final_obs: torch.Tensor,
+                         recurrence: Recurrence) -> tuple[torch.Tensor, torch.Tensor]:
+        """A recurrent critic over a sequence: its outputs ``[T, B, A]`` at ``obs: [T, B,
+        A, F]`` and at ``final_obs`` (each step's returned observation, before any
+        auto-reset), the latter from the state after each step."""
+        assert isinstance(self.critic, RecurrentGroupNet)
+        out, states = self.critic.unroll(obs, *recurrence)
+        return out.squeeze(-1), self.critic.from_states(final_obs, states).squeeze(-1)
 
     def to_return_units(self, prediction: torch.Tensor) -> torch.Tensor:
         """Values ``[*B, A]`` in return units from the critic's ``prediction: [*B, A]``."""

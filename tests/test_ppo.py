@@ -7,7 +7,8 @@ import pytest
 import torch
 from marl_envs import GroupSpec, make
 
-from marl.algos.ppo import PPO, Minibatch, _take, ppo_loss
+from marl.algos.ppo import PPO, ppo_loss
+from marl.algos.rollout import Minibatch, take
 from marl.config import load
 from marl.groups import AgentGroup
 from marl.logging import EpisodeTracker
@@ -146,7 +147,7 @@ def test_value_clipping_is_centred_on_the_critics_own_old_prediction() -> None:
     batch = algo._flat_batches()["agent"]
     assert float((group.value_norm.mean - mean_before).abs()) > 1.0  # the statistics moved
     first = torch.randperm(batch.obs.shape[0]).chunk(algo.algo.num_minibatches)[0]
-    minibatch = _take(batch, first)
+    minibatch = take(batch, first)
     grads, values = [], []
     for clip in (False, True):
         group.zero_grad()

@@ -6,11 +6,19 @@ the task has one, else the group's observations concatenated. One iteration is
 :meth:`PPO.collect` (a rollout of ``num_steps`` steps of every env copy into
 preallocated ``[T, E, A, ...]`` storage) then :meth:`PPO.update` (GAE, then epochs of
 minibatch updates on the sum of all groups' PPO losses).
+
+Recurrent groups (``groups.rnn=gru``): the policy steps from a hidden state ``[E, A, H]``
+carried from rollout to rollout (:class:`~marl.memory.AgentMemory`), and the rollout
+stores it at the start of each chunk of ``algo.seq_len`` steps. The update replays each
+chunk in time order from its stored state, zeroing it at episode starts inside the chunk;
+minibatches take whole chunks (:mod:`marl.algos.rollout`). IPPO's critic reads the
+agent's observation and is recurrent too, unrolled after each rollout from its own
+carried state; MAPPO's state critic stays feed-forward.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from marl_envs.core import BatchedEnv, BatchedReset, GroupObs, GroupStep
@@ -18,65 +26,25 @@ from torch import nn
 
 from marl.algos.base import NonFiniteLossError
 from marl.algos.registry import ALGORITHMS
+from marl.algos.rollout import (
+    Estimates,
+    Minibatch,
+    Sequences,
+    allocate,
+    allocate_sequences,
+    fold,
+    from_sequences,
+    take,
+    to_sequences,
+)
 from marl.config import Config
-from marl.groups import AgentGroup
+from marl.groups import AgentGroup, Recurrence
 from marl.logging import EpisodeTracker
 from marl.memory import AgentMemory
+from marl.nets import RecurrentGroupNet
 from marl.normalize import EpisodeRewardStandardizer, ReturnScaler, RunningMeanStd
 from marl.optim import CommonOptimizer
 from marl.returns import gae
-
-
-class GroupRollout(NamedTuple):
-    """Preallocated rollout storage of one group; every field is ``[T, E, A, ...]``.
-
-    ``obs`` and ``final_obs`` are stored normalised; ``reward`` is stored scaled (when
-    reward normalisation is on). ``final_obs[t]`` is the observation transition ``t``
-    returned before any auto-reset.
-    """
-
-    obs: torch.Tensor
-    final_obs: torch.Tensor
-    action: torch.Tensor
-    log_prob: torch.Tensor
-    reward: torch.Tensor
-    terminated: torch.Tensor
-    truncated: torch.Tensor
-    alive: torch.Tensor
-    action_mask: torch.Tensor | None
-
-
-class Minibatch(NamedTuple):
-    """One group's training samples, ``[N, A, ...]`` (time and env folded, agents kept).
-
-    ``returns`` are in return units; ``old_prediction`` is the critic's own output when
-    the rollout was evaluated (normalised under value normalisation), the centre of
-    value clipping: a centre rebuilt from values through statistics that have moved
-    since would not be the critic's old prediction.
-    """
-
-    obs: torch.Tensor
-    critic_input: torch.Tensor
-    action: torch.Tensor
-    log_prob: torch.Tensor
-    advantage: torch.Tensor
-    returns: torch.Tensor
-    old_prediction: torch.Tensor
-    alive: torch.Tensor
-    action_mask: torch.Tensor | None
-
-
-class Estimates(NamedTuple):
-    """A group's GAE estimates over the stored rollout, each ``[T, E, A]``.
-
-    ``advantages``, ``returns`` and ``values`` are in return units; ``prediction`` is the
-    critic's output that ``values`` were de-normalised from.
-    """
-
-    advantages: torch.Tensor
-    returns: torch.Tensor
-    values: torch.Tensor
-    prediction: torch.Tensor
 
 
 class PPO:
@@ -116,8 +84,12 @@ class PPO:
             name: _reward_normalizer(config, (num_envs, spec.num_agents))
             for name, spec in env.groups.items()
         }).to(device)
-        self.storage = {name: _allocate(group, steps, num_envs, device)
+        self.storage = {name: allocate(group, steps, num_envs, device)
                         for name, group in self._items()}
+        self.seq_len = config.algo.seq_len or steps
+        self.sequences = {name: allocate_sequences(group, steps, self.seq_len, num_envs, device)
+                          for name, group in self._items()}
+        self.memory = self._memory(num_envs, critic=True)
         state_shape = (steps, num_envs, state_features)
         self.state = torch.zeros(state_shape, device=device) if self.use_state else None
         self.final_state = torch.zeros(state_shape, device=device) if self.use_state else None
@@ -133,25 +105,31 @@ class PPO:
         if self.next is None:
             self.next = self.env.reset(seed=self.config.seed)
         current = self.next
+        memory = self.memory
         for t in range(self.algo.num_steps):
             actions = {}
+            firsts = memory.first(current) if memory.recurrent else {}
             for name, group in self._items():
                 store = self.storage[name]
                 obs = current.groups[name]
                 alive = obs.alive.to(self.device)
                 flat = group.prepare_obs(obs.obs.to(self.device), alive, update=True)
                 mask = None if obs.action_mask is None else obs.action_mask.to(self.device)
-                action, log_prob = group.act(flat, mask)
+                recurrence = self._step_recurrence(name, t, firsts, alive)
+                out = group.act(flat, mask, recurrence=recurrence)
+                if out.hidden is not None:
+                    memory.set_state(name, "actor", out.hidden)
                 store.obs[t] = flat
-                store.action[t] = action
-                store.log_prob[t] = log_prob
+                store.action[t] = out.action
+                store.log_prob[t] = out.log_prob
                 store.alive[t] = alive
                 if store.action_mask is not None and mask is not None:
                     store.action_mask[t] = mask
-                actions[name] = group.env_action(action).to(self.env.device)
+                actions[name] = group.env_action(out.action).to(self.env.device)
             if self.state is not None:
                 self.state[t] = self._prepare_state(current.state, update=True)
             step = self.env.step(actions)
+            memory.observe(step)
             for name, group in self._items():
                 self._store_transition(name, group, t, step.groups[name])
             if self.final_state is not None:
@@ -159,7 +137,37 @@ class PPO:
             tracker.record(step, {name: self.storage[name].alive[t] for name in self.groups})
             current = BatchedReset({name: s.next for name, s in step.groups.items()}, step.state)
         self.next = current
+        self._carry_critics()
         return self.algo.num_steps * self.env.num_envs
+
+    def _step_recurrence(self, name: str, t: int, firsts: dict[str, torch.Tensor],
+                         alive: torch.Tensor) -> Recurrence | None:
+        """The policy's recurrent inputs at rollout step ``t``, storing the episode starts
+        and, at a chunk's first step, the state it starts from (``None``: feed-forward)."""
+        sequences = self.sequences[name]
+        if sequences is None:
+            return None
+        sequences.first[t] = firsts[name]
+        hidden = self.memory.state(name, "actor")
+        if t % self.seq_len == 0 and sequences.actor_start is not None:
+            sequences.actor_start[t // self.seq_len] = hidden
+        return Recurrence(hidden, firsts[name], alive)
+
+    def _carry_critics(self) -> None:
+        """Unroll each recurrent critic over the rollout from its carried state: store the
+        state at every chunk start and carry the last one to the next rollout (the critic
+        does not change while the rollout is collected, so this equals stepping it)."""
+        for name, group in self._items():
+            sequences = self.sequences[name]
+            if sequences is None or sequences.critic_start is None:
+                continue
+            store = self.storage[name]
+            hidden = self.memory.state(name, "critic")
+            assert isinstance(group.critic, RecurrentGroupNet)
+            _, states = group.critic.unroll(store.obs, hidden, sequences.first, store.alive)
+            sequences.critic_start[0] = hidden
+            sequences.critic_start[1:] = states[self.seq_len - 1:-1:self.seq_len]
+            self.memory.set_state(name, "critic", states[-1])
 
     def _store_transition(self, name: str, group: AgentGroup, t: int, step: GroupStep) -> None:
         store = self.storage[name]
@@ -210,9 +218,21 @@ class PPO:
     def _estimates(self, name: str) -> Estimates:
         group, store = self.groups[name], self.storage[name]
         assert isinstance(group, AgentGroup)
-        prediction = group.prediction(self.critic_input(name, store.obs, self.state))
+        sequences = self.sequences[name]
+        if sequences is not None and sequences.critic_start is not None:
+            seq, num_envs = self.seq_len, self.env.num_envs
+            recurrence = Recurrence(sequences.critic_start.flatten(0, 1),
+                                    to_sequences(sequences.first, seq),
+                                    to_sequences(store.alive, seq))
+            here, after = group.predictions_over(to_sequences(store.obs, seq),
+                                                 to_sequences(store.final_obs, seq), recurrence)
+            prediction = from_sequences(here, num_envs)
+            next_values = group.to_return_units(from_sequences(after, num_envs))
+        else:
+            prediction = group.prediction(self.critic_input(name, store.obs, self.state))
+            next_values = group.value(self.critic_input(name, store.final_obs,
+                                                        self.final_state))
         values = group.to_return_units(prediction)
-        next_values = group.value(self.critic_input(name, store.final_obs, self.final_state))
         advantages = gae(store.reward, values, next_values, store.terminated, store.truncated,
                          self.algo.gamma, self.algo.gae_lambda)
         return Estimates(advantages, advantages + values, values, prediction)
@@ -225,7 +245,8 @@ class PPO:
         ent_final = algo.ent_coef if algo.ent_coef_final is None else algo.ent_coef_final
         ent_coef = algo.ent_coef + (ent_final - algo.ent_coef) * progress
         batches = self._flat_batches()
-        num_samples = next(iter(batches.values())).obs.shape[0]
+        first = next(iter(batches.values()))
+        num_samples = first.obs.shape[0 if first.sequences is None else 1]
         sums: dict[str, torch.Tensor] = {}
         for _ in range(algo.update_epochs):
             order = torch.randperm(num_samples, device=self.device)
@@ -234,7 +255,7 @@ class PPO:
                 for name, batch in batches.items():
                     group = self.groups[name]
                     assert isinstance(group, AgentGroup)
-                    terms = ppo_loss(group, _take(batch, index), algo.clip_coef, ent_coef,
+                    terms = ppo_loss(group, take(batch, index), algo.clip_coef, ent_coef,
                                      algo.vf_coef, algo.clip_vloss, algo.norm_adv)
                     total = total + terms["loss"]
                     for key, value in terms.items():
@@ -251,26 +272,31 @@ class PPO:
         return metrics
 
     def _flat_batches(self) -> dict[str, Minibatch]:
-        """Each group's rollout with time and env folded: ``[T*E, A, ...]``."""
-        batches = {}
-        for name, store in self.storage.items():
-            group = self.groups[name]
-            assert isinstance(group, AgentGroup)
-            estimates = self._estimates(name)
-            if group.value_norm is not None:
-                group.value_norm.update(estimates.returns, store.alive)
-            critic_input = self.critic_input(name, store.obs, self.state)
+        """Each group's rollout with time and env folded, ``[T*E, A, ...]``, or as
+        sequences ``[L, C*E, A, ...]`` for a recurrent group."""
+        return {name: self._batch(name) for name in self.storage}
 
-            def flat(x: torch.Tensor) -> torch.Tensor:
-                return x.reshape(-1, *x.shape[2:])
-
-            batches[name] = Minibatch(
-                flat(store.obs), flat(critic_input), flat(store.action), flat(store.log_prob),
-                flat(estimates.advantages), flat(estimates.returns),
-                flat(estimates.prediction), flat(store.alive),
-                None if store.action_mask is None else flat(store.action_mask),
-            )
-        return batches
+    def _batch(self, name: str) -> Minibatch:
+        store, group = self.storage[name], self.groups[name]
+        assert isinstance(group, AgentGroup)
+        estimates = self._estimates(name)
+        if group.value_norm is not None:
+            group.value_norm.update(estimates.returns, store.alive)
+        critic_input = self.critic_input(name, store.obs, self.state)
+        sequences = self.sequences[name]
+        seq_len = None if sequences is None else self.seq_len
+        recurrent = None
+        if sequences is not None:
+            recurrent = Sequences(
+                fold(sequences.first, seq_len),
+                *(None if start is None else start.flatten(0, 1)
+                  for start in (sequences.actor_start, sequences.critic_start)))
+        return Minibatch(
+            *(fold(x, seq_len) for x in (
+                store.obs, critic_input, store.action, store.log_prob, estimates.advantages,
+                estimates.returns, estimates.prediction, store.alive)),
+            None if store.action_mask is None else fold(store.action_mask, seq_len), recurrent,
+        )
 
     def _check_finite(self, metrics: dict[str, float]) -> None:
         bad = sorted(key for key, value in metrics.items() if not torch.isfinite(
@@ -290,21 +316,38 @@ class PPO:
         return modules
 
     @torch.no_grad()
-    def new_memory(self, num_envs: int) -> AgentMemory:
-        """Fresh recurrent state for ``num_envs`` copies (empty for feed-forward groups)."""
-        return AgentMemory({}, num_envs, self.device)
+    def _memory(self, num_envs: int, critic: bool) -> AgentMemory:
+        sizes: dict[str, dict[str, tuple[int, int]]] = {}
+        for name, group in self._items():
+            nets = {"actor": group.actor_hidden, "critic": group.critic_hidden if critic
+                    else None}
+            sizes[name] = {net: (group.num_agents, size) for net, size in nets.items()
+                           if size is not None}
+        return AgentMemory(sizes, num_envs, self.device)
 
+    def new_memory(self, num_envs: int) -> AgentMemory:
+        """Fresh policy states for ``num_envs`` copies (empty for feed-forward groups)."""
+        return self._memory(num_envs, critic=False)
+
+    @torch.no_grad()
     def eval_actions(self, current: BatchedReset, sample: bool,
                      memory: AgentMemory) -> dict[str, torch.Tensor]:
         """Env-form actions ``[E, A(, D)]``: the policy's mode, or a sample if ``sample``;
-        observation statistics are frozen."""
+        observation statistics are frozen; recurrent policies step from ``memory``."""
         actions = {}
+        firsts = memory.first(current) if memory.recurrent else {}
         for name, group in self._items():
             obs = current.groups[name]
             flat = group.prepare_obs(obs.obs.to(self.device))
             mask = None if obs.action_mask is None else obs.action_mask.to(self.device)
-            action = group.act(flat, mask, deterministic=not sample).action
-            actions[name] = group.env_action(action).to(self.env.device)
+            recurrence = None
+            if name in firsts:
+                recurrence = Recurrence(memory.state(name, "actor"), firsts[name],
+                                        obs.alive.to(self.device))
+            out = group.act(flat, mask, deterministic=not sample, recurrence=recurrence)
+            if out.hidden is not None:
+                memory.set_state(name, "actor", out.hidden)
+            actions[name] = group.env_action(out.action).to(self.env.device)
         return actions
 
     def extra_state(self) -> dict[str, Any]:
@@ -319,8 +362,10 @@ class PPO:
         return None
 
     def reset_env(self, seed: int) -> None:
-        """Start new episodes in every copy (after resuming from a checkpoint)."""
+        """Start new episodes in every copy (after resuming from a checkpoint); recurrent
+        states start from zero with them."""
         self.next = self.env.reset(seed=seed)
+        self.memory.reset()
 
 
 def ppo_loss(group: AgentGroup, batch: Minibatch, clip_coef: float, ent_coef: float,
@@ -341,12 +386,19 @@ def ppo_loss(group: AgentGroup, batch: Minibatch, clip_coef: float, ent_coef: fl
     if norm_adv:
         centred = advantage - mean(advantage)
         advantage = centred / (mean(centred**2).sqrt() + 1e-8)
-    dist = group.distribution(batch.obs, batch.action_mask)
+    actor_in = critic_in = None
+    if batch.sequences is not None:  # replay each sequence from its stored start state
+        first, actor_hidden, critic_hidden = batch.sequences
+        if actor_hidden is not None:
+            actor_in = Recurrence(actor_hidden, first, batch.alive)
+        if critic_hidden is not None:
+            critic_in = Recurrence(critic_hidden, first, batch.alive)
+    dist = group.distribution(batch.obs, batch.action_mask, actor_in)
     log_ratio = dist.log_prob(batch.action) - batch.log_prob
     ratio = log_ratio.exp()
     policy = mean(torch.maximum(-advantage * ratio,
                                 -advantage * ratio.clamp(1 - clip_coef, 1 + clip_coef)))
-    prediction = group.prediction(batch.critic_input)
+    prediction = group.prediction(batch.critic_input, critic_in)
     target, old = batch.returns, batch.old_prediction
     if group.value_norm is not None:  # the critic's units, with the updated statistics
         target = group.value_norm.normalize(target)
@@ -362,31 +414,6 @@ def ppo_loss(group: AgentGroup, batch: Minibatch, clip_coef: float, ent_coef: fl
     return {"loss": policy - ent_coef * entropy + vf_coef * value, "policy": policy,
             "value": value, "entropy": entropy, "approx_kl": approx_kl,
             "clip_fraction": clip_fraction}
-
-
-def _take(batch: Minibatch, index: torch.Tensor) -> Minibatch:
-    mask = None if batch.action_mask is None else batch.action_mask[index]
-    return Minibatch(batch.obs[index], batch.critic_input[index], batch.action[index],
-                     batch.log_prob[index], batch.advantage[index], batch.returns[index],
-                     batch.old_prediction[index], batch.alive[index], mask)
-
-
-def _allocate(group: AgentGroup, steps: int, num_envs: int,
-              device: torch.device) -> GroupRollout:
-    shape = (steps, num_envs, group.num_agents)
-    action_shape = shape if group.discrete else (*shape, group.action_dim)
-
-    def zeros(*dims: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return torch.zeros(dims, dtype=dtype, device=device)
-
-    mask = zeros(*shape, group.action_dim, dtype=torch.bool) if group.spec.has_action_mask else None
-    return GroupRollout(
-        obs=zeros(*shape, group.obs_features), final_obs=zeros(*shape, group.obs_features),
-        action=zeros(*action_shape, dtype=torch.int64 if group.discrete else torch.float32),
-        log_prob=zeros(*shape), reward=zeros(*shape),
-        terminated=zeros(*shape, dtype=torch.bool), truncated=zeros(*shape, dtype=torch.bool),
-        alive=zeros(*shape, dtype=torch.bool), action_mask=mask,
-    )
 
 
 def _reward_normalizer(config: Config, batch_shape: tuple[int, int]) -> nn.Module:

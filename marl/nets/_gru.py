@@ -47,20 +47,25 @@ def gru_scan(
         ``[G, T, N, H]``, the state after each step.
     """
     size = hidden.shape[-1]
+    # Split and unbind once, outside the loop: a per-step slice of a tensor that needs a
+    # gradient back-propagates through a zero tensor of the whole input (T of them, O(T^2)
+    # memory traffic); unbind's backward is one stack.
+    reset_update_in, candidate_in = gates_in.split([2 * size, size], dim=-1)
+    reset_update_steps = reset_update_in.unbind(1)
+    candidate_steps = candidate_in.unbind(1)
+    keep_steps = keep.unbind(1)
+    alive_steps: list[Tensor] = [] if alive is None else list(alive.unbind(1))
     states: list[Tensor] = []
-    for t in range(gates_in.shape[1]):
-        hidden = hidden * keep[:, t]
+    for t in range(len(candidate_steps)):
+        hidden = hidden * keep_steps[t]
         recurrent = torch.baddbmm(bias_hh, hidden, weight_hh)
-        step_in = gates_in[:, t]
-        reset_update = torch.sigmoid(step_in[..., : 2 * size] + recurrent[..., : 2 * size])
-        reset = reset_update[..., :size]
-        candidate = torch.tanh(
-            torch.addcmul(step_in[..., 2 * size :], reset, recurrent[..., 2 * size :])
-        )
+        recurrent_ru, recurrent_n = recurrent.split([2 * size, size], dim=-1)
+        reset, update = torch.sigmoid(reset_update_steps[t] + recurrent_ru).chunk(2, dim=-1)
+        candidate = torch.tanh(torch.addcmul(candidate_steps[t], reset, recurrent_n))
         # lerp(n, h, z) = n + z * (h - n) = (1 - z) * n + z * h, in one kernel.
-        new = torch.lerp(candidate, hidden, reset_update[..., size:])
+        new = torch.lerp(candidate, hidden, update)
         if alive is not None:
-            new = torch.where(alive[:, t], new, hidden)
+            new = torch.where(alive_steps[t], new, hidden)
         hidden = new
         states.append(hidden)
     return torch.stack(states, dim=1)
