@@ -20,7 +20,7 @@ from torch import nn
 
 from marl.config import Config
 from marl.group_nets import build_group_net
-from marl.nets import RecurrentGroupNet
+from marl.nets import RecurrentGroupNet, unroll_together
 from marl.normalize import RunningMeanStd
 
 _MASKED_LOGIT = -1e8
@@ -161,11 +161,32 @@ class AgentGroup(nn.Module):
                       recurrence: Recurrence | None
                       ) -> tuple[_Distribution, torch.Tensor | None]:
         out, hidden = run_net(self.actor, obs, recurrence)
+        return self._policy(out, action_mask), hidden
+
+    def _policy(self, out: torch.Tensor, action_mask: torch.Tensor | None) -> _Distribution:
+        """The distribution the actor's outputs ``[*B, A, n or D]`` parametrise."""
         if self.discrete:
             if action_mask is not None:
                 out = out.masked_fill(~action_mask, _MASKED_LOGIT)
-            return _Categorical(out), hidden
-        return _Gaussian(out, self.log_std.expand_as(out)), hidden
+            return _Categorical(out)
+        return _Gaussian(out, self.log_std.expand_as(out))
+
+    def policy_and_prediction(
+        self, obs: torch.Tensor, critic_input: torch.Tensor, action_mask: torch.Tensor | None,
+        actor_in: Recurrence | None, critic_in: Recurrence | None,
+    ) -> tuple[_Distribution, torch.Tensor]:
+        """:meth:`distribution` and :meth:`prediction` together; a recurrent policy and
+        critic over the same sequences run their recurrences as one scan
+        (:func:`marl.nets.unroll_together`)."""
+        actor, critic = self.actor, self.critic
+        if (actor_in is None or critic_in is None or not isinstance(actor, RecurrentGroupNet)
+                or not isinstance(critic, RecurrentGroupNet)):
+            return (self.distribution(obs, action_mask, actor_in),
+                    self.prediction(critic_input, critic_in))
+        (out, _), (value, _) = unroll_together(
+            [actor, critic], [obs, critic_input], [actor_in.hidden, critic_in.hidden],
+            actor_in.first, actor_in.alive)
+        return self._policy(out, action_mask), value.squeeze(-1)
 
     def act(self, obs: torch.Tensor, action_mask: torch.Tensor | None = None,
             deterministic: bool = False, recurrence: Recurrence | None = None) -> ActionOutput:

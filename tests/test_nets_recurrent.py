@@ -522,3 +522,30 @@ def test_gru_learns_the_memory_task_and_a_memoryless_copy_stays_at_chance() -> N
         accuracy[memory] = (answers == test[3][test[2]]).float().mean().item()
     assert accuracy[True] >= 0.95  # the optimum is 1
     assert accuracy[False] <= 0.25 + 0.08  # chance is 1/4
+
+
+@pytest.mark.parametrize("form", ["shared-id", "independent-batched", "independent-loop"])
+def test_unroll_together_equals_unrolling_each(form: str) -> None:
+    """A policy and a critic run as one scan give each one's own outputs and gradients."""
+    from marl.nets import unroll_together
+
+    nets = [build(form, seed=seed) for seed in (1, 2)]
+    torch.manual_seed(0)
+    obs = [torch.randn(STEPS, BATCH, AGENTS, IN) for _ in nets]
+    hidden = [torch.randn(BATCH, AGENTS, RNN) for _ in nets]
+    first = torch.rand(STEPS, BATCH, AGENTS) < 0.2
+    alive = torch.rand(STEPS, BATCH, AGENTS) < 0.8
+    joint = unroll_together(nets, obs, hidden, first, alive)
+    sum(out.square().sum() for out, _ in joint).backward()
+    joint_grads = [[p.grad.clone() for p in net.parameters()] for net in nets]
+    for net in nets:
+        net.zero_grad()
+    alone = [net.unroll(x, h, first, alive) for net, x, h in zip(nets, obs, hidden, strict=True)]
+    sum(out.square().sum() for out, _ in alone).backward()
+    for (out_j, states_j), (out_a, states_a) in zip(joint, alone, strict=True):
+        assert_same(out_j, out_a)
+        assert_same(states_j, states_a)
+    for net, grads in zip(nets, joint_grads, strict=True):
+        for parameter, grad in zip(net.parameters(), grads, strict=True):
+            assert parameter.grad is not None
+            assert_same(grad, parameter.grad, 1e-5)

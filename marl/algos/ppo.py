@@ -393,12 +393,12 @@ def ppo_loss(group: AgentGroup, batch: Minibatch, clip_coef: float, ent_coef: fl
             actor_in = Recurrence(actor_hidden, first, batch.alive)
         if critic_hidden is not None:
             critic_in = Recurrence(critic_hidden, first, batch.alive)
-    dist = group.distribution(batch.obs, batch.action_mask, actor_in)
+    dist, prediction = group.policy_and_prediction(batch.obs, batch.critic_input,
+                                                   batch.action_mask, actor_in, critic_in)
     log_ratio = dist.log_prob(batch.action) - batch.log_prob
     ratio = log_ratio.exp()
     policy = mean(torch.maximum(-advantage * ratio,
                                 -advantage * ratio.clamp(1 - clip_coef, 1 + clip_coef)))
-    prediction = group.prediction(batch.critic_input, critic_in)
     target, old = batch.returns, batch.old_prediction
     if group.value_norm is not None:  # the critic's units, with the updated statistics
         target = group.value_norm.normalize(target)

@@ -45,7 +45,9 @@ from marl.nets.recurrent import (
     GRUAgent,
     IndependentGRUs,
     RecurrentGroupNet,
+    ScanInputs,
     SharedGRU,
+    unroll_together,
 )
 from marl.nets.shared import SharedNet
 from marl.nets.stacked_gru import StackedGRUAgents, StackedGRUCell
@@ -76,6 +78,7 @@ __all__ = [
     "IndependentNets",
     "RecurrentGroup",
     "RecurrentGroupNet",
+    "ScanInputs",
     "SharedEncoder",
     "SharedGRU",
     "SharedNet",
@@ -98,4 +101,5 @@ __all__ = [
     "mlp",
     "mpe_spread_layout",
     "resolve_encoder",
+    "unroll_together",
 ]

@@ -54,10 +54,16 @@ def gru_scan(
     reset_update_steps = reset_update_in.unbind(1)
     candidate_steps = candidate_in.unbind(1)
     keep_steps = keep.unbind(1)
+    # One host read per sequence, not one kernel per step: most steps start no episode,
+    # and most tasks keep every agent alive.
+    resets: list[bool] = (keep < 1.0).flatten(2).any(2).any(0).tolist()
+    if alive is not None and bool(alive.all()):
+        alive = None
     alive_steps: list[Tensor] = [] if alive is None else list(alive.unbind(1))
     states: list[Tensor] = []
     for t in range(len(candidate_steps)):
-        hidden = hidden * keep_steps[t]
+        if resets[t]:
+            hidden = hidden * keep_steps[t]
         recurrent = torch.baddbmm(bias_hh, hidden, weight_hh)
         recurrent_ru, recurrent_n = recurrent.split([2 * size, size], dim=-1)
         reset, update = torch.sigmoid(reset_update_steps[t] + recurrent_ru).chunk(2, dim=-1)
@@ -141,6 +147,16 @@ class GRUAgent(nn.Module):
             ``out: [T, N, O]``, the head on the state after each step (at a dead step, on
             the unchanged state), and ``states: [T, N, H]``, the state after each step.
         """
+        gates_in, start, keep, agent_alive, weight_hh, bias_hh = self.scan_inputs(
+            obs, hidden, first, alive)
+        states = gru_scan(gates_in, start, keep, agent_alive, weight_hh, bias_hh)[0]
+        return self.heads(states), states
+
+    def scan_inputs(
+        self, obs: Tensor, hidden: Tensor, first: Tensor, alive: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor, Tensor]:
+        """The arguments of :func:`gru_scan` (``G = 1``) for :meth:`forward`'s inputs: the
+        trunk and the input half of the GRU over all ``T * N`` rows, in one call each."""
         steps, rows = obs.shape[0], obs.shape[1]
         x = self.trunk(obs.reshape(steps * rows, obs.shape[2]))
         # addmm with the transposed weight is one BLAS call for all T * N rows.
@@ -149,16 +165,20 @@ class GRUAgent(nn.Module):
         agent_alive: Tensor | None = None
         if alive is not None:
             agent_alive = alive.reshape(1, steps, rows, 1)
-        states = gru_scan(
+        return (
             gates_in.reshape(1, steps, rows, gates_in.shape[1]),
             hidden.unsqueeze(0),
             keep,
             agent_alive,
             self.gru.weight_hh.t().unsqueeze(0),
             self.gru.bias_hh.unsqueeze(0).unsqueeze(0),
-        )[0]
+        )
+
+    def heads(self, states: Tensor) -> Tensor:
+        """The head on every state: ``[T, N, H] -> [T, N, O]``."""
+        steps, rows = states.shape[0], states.shape[1]
         out = self.head(states.reshape(steps * rows, states.shape[2]))
-        return out.reshape(steps, rows, out.shape[1]), states
+        return out.reshape(steps, rows, out.shape[1])
 
 
 class GRUForkRunner(nn.Module):

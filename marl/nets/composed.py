@@ -32,7 +32,13 @@ from marl.nets.encoders import choose_encoder
 from marl.nets.entity import make_entity_encoder
 from marl.nets.entity_layout import EntityLayout
 from marl.nets.independent import BACKENDS, IndependentNets
-from marl.nets.recurrent import RNN_HIDDEN, IndependentGRUs, RecurrentGroupNet, SharedGRU
+from marl.nets.recurrent import (
+    RNN_HIDDEN,
+    IndependentGRUs,
+    RecurrentGroupNet,
+    ScanInputs,
+    SharedGRU,
+)
 from marl.nets.shared import SharedNet, append_agent_id
 from marl.nets.trunk import make_trunk
 
@@ -214,12 +220,28 @@ class EncodedGRU(RecurrentGroupNet):
     def unroll(self, obs: torch.Tensor, hidden: torch.Tensor, first: torch.Tensor,
                alive: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """See :meth:`RecurrentGroupNet.unroll`."""
+        return self.core.unroll(self._encode(obs, hidden, first, alive), hidden, first, alive)
+
+    def scan_inputs(self, obs: torch.Tensor, hidden: torch.Tensor, first: torch.Tensor,
+                    alive: torch.Tensor | None = None) -> ScanInputs | None:
+        """See :meth:`RecurrentGroupNet.scan_inputs`: the core's, on the encoded steps."""
+        return self.core.scan_inputs(self._encode(obs, hidden, first, alive), hidden, first,
+                                     alive)
+
+    def scan_outputs(self, states: torch.Tensor, batch: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """See :meth:`RecurrentGroupNet.scan_outputs`."""
+        return self.core.scan_outputs(states, batch)
+
+    def _encode(self, obs: torch.Tensor, hidden: torch.Tensor, first: torch.Tensor,
+                alive: torch.Tensor | None) -> torch.Tensor:
+        """The encoder on every step: ``[T, B, A, D] -> [T, B, A, E]``."""
         self._check_inputs(obs, hidden, first, alive)
         if self.layout is not None:
             rows = self.layout.rows(obs)  # [T, B, A, N, F]
         else:
             rows = obs.reshape(*obs.shape[:-1], *self.obs_shape)
-        return self.core.unroll(self.encoder(rows), hidden, first, alive)
+        return self.encoder(rows)
 
     def per_agent_parameters(self) -> list[list[nn.Parameter]]:
         """Agent ``i``'s parameters as list ``i`` (one list when shared)."""

@@ -33,7 +33,7 @@ the recurrent half loops over time (:func:`~marl.nets._gru.gru_scan`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -41,13 +41,27 @@ from torch import Tensor, nn
 from marl.nets._agent_weights import AgentWeights
 from marl.nets._checks import check_choice, check_positive, check_shape
 from marl.nets._fork import script_quietly
-from marl.nets._gru import GRUAgent, GRUForkRunner
+from marl.nets._gru import GRUAgent, GRUForkRunner, gru_scan
 from marl.nets.independent import BACKENDS
 from marl.nets.shared import append_agent_id
 from marl.nets.stacked_gru import StackedGRUAgents
 
 RNN_HIDDEN = 64
 """Default GRU size ``H`` (EPyMARL uses 64 too)."""
+
+
+class ScanInputs(NamedTuple):
+    """The arguments of :func:`~marl.nets._gru.gru_scan`, in its order (``G`` GRUs, ``T``
+    steps, ``N`` rows): ``gates_in [G, T, N, 3H]``, ``hidden [G, N, H]``, ``keep [G, T,
+    N, 1]``, ``alive [G, T, N, 1]`` or ``None``, ``weight_hh [G, H, 3H]``,
+    ``bias_hh [G, 1, 3H]``."""
+
+    gates_in: Tensor
+    hidden: Tensor
+    keep: Tensor
+    alive: Tensor | None
+    weight_hh: Tensor
+    bias_hh: Tensor
 
 
 class RecurrentGroupNet(nn.Module):
@@ -83,6 +97,20 @@ class RecurrentGroupNet(nn.Module):
             ``out: [T, B, A, O]`` and ``states: [T, B, A, H]``, the state after each step
             (``states[t]`` is what produced ``out[t]``).
         """
+        raise NotImplementedError
+
+    def scan_inputs(
+        self, obs: Tensor, hidden: Tensor, first: Tensor, alive: Tensor | None = None
+    ) -> ScanInputs | None:
+        """:meth:`unroll`'s work before the recurrence: the arguments of
+        :func:`~marl.nets._gru.gru_scan` for ``G`` GRUs over ``N`` rows; ``None`` for forms
+        that run one call per agent (``fork``, ``loop``). With :meth:`scan_outputs` this
+        lets :func:`unroll_together` run several networks' recurrences as one."""
+        return None
+
+    def scan_outputs(self, states: Tensor, batch: int) -> tuple[Tensor, Tensor]:
+        """:meth:`unroll`'s work after the recurrence: ``states: [G, T, N, H]`` from the
+        scan -> ``(out: [T, B, A, O], states: [T, B, A, H])``."""
         raise NotImplementedError
 
     def forward(
@@ -218,20 +246,32 @@ class SharedGRU(RecurrentGroupNet):
         self, obs: Tensor, hidden: Tensor, first: Tensor, alive: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """See :meth:`RecurrentGroupNet.unroll`; agents are rows ``B * A`` of one network."""
+        inputs = self.scan_inputs(obs, hidden, first, alive)
+        return self.scan_outputs(gru_scan(*inputs), obs.shape[1])
+
+    def scan_inputs(
+        self, obs: Tensor, hidden: Tensor, first: Tensor, alive: Tensor | None = None
+    ) -> ScanInputs:
+        """See :meth:`RecurrentGroupNet.scan_inputs`: ``G = 1``, ``N = B * A`` rows."""
         self._check_inputs(obs, hidden, first, alive)
         steps, batch = obs.shape[:2]
         rows = batch * self.num_agents
         if self.agent_id:
             obs = append_agent_id(obs, self.agent_eye)
-        out, states = self.agent(
+        return ScanInputs(*self.agent.scan_inputs(
             obs.reshape(steps, rows, obs.shape[-1]),
             hidden.reshape(rows, self.hidden_size),
             first.reshape(steps, rows),
             None if alive is None else alive.reshape(steps, rows),
-        )
+        ))
+
+    def scan_outputs(self, states: Tensor, batch: int) -> tuple[Tensor, Tensor]:
+        """See :meth:`RecurrentGroupNet.scan_outputs`."""
+        steps = states.shape[1]
+        out = self.agent.heads(states[0])
         return (
             out.reshape(steps, batch, self.num_agents, self.out_features),
-            states.reshape(steps, batch, self.num_agents, self.hidden_size),
+            states[0].reshape(steps, batch, self.num_agents, self.hidden_size),
         )
 
     def per_agent_parameters(self) -> list[list[nn.Parameter]]:
@@ -290,17 +330,9 @@ class IndependentGRUs(AgentWeights, RecurrentGroupNet):
         self, obs: Tensor, hidden: Tensor, first: Tensor, alive: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """See :meth:`RecurrentGroupNet.unroll`; agent ``i`` runs its own network."""
-        self._check_inputs(obs, hidden, first, alive)
-        if self.backend == "batched":
-            # Agent axis first once for the whole sequence, back once at the end.
-            keep = (~first).to(obs.dtype).permute(2, 0, 1).unsqueeze(-1)
-            out, states = self.core(
-                obs.permute(2, 0, 1, 3),
-                hidden.transpose(0, 1),
-                keep,
-                None if alive is None else alive.permute(2, 0, 1).unsqueeze(-1),
-            )
-            return out.permute(1, 2, 0, 3), states.permute(1, 2, 0, 3)
+        inputs = self.scan_inputs(obs, hidden, first, alive)
+        if inputs is not None:  # batched
+            return self.scan_outputs(gru_scan(*inputs), obs.shape[1])
         if self.backend == "fork":
             return cast(tuple[Tensor, Tensor], self.core(obs, hidden, first, alive))
         results = [
@@ -315,5 +347,64 @@ class IndependentGRUs(AgentWeights, RecurrentGroupNet):
         out = torch.stack([result[0] for result in results], dim=2)
         return out, torch.stack([result[1] for result in results], dim=2)
 
+    def scan_inputs(
+        self, obs: Tensor, hidden: Tensor, first: Tensor, alive: Tensor | None = None
+    ) -> ScanInputs | None:
+        """See :meth:`RecurrentGroupNet.scan_inputs`: ``G = A``, ``N = B`` (``batched``)."""
+        self._check_inputs(obs, hidden, first, alive)
+        if self.backend != "batched":
+            return None
+        core = cast(StackedGRUAgents, self.core)
+        # Agent axis first once for the whole sequence, back once at the end.
+        return ScanInputs(
+            core.input_gates(obs.permute(2, 0, 1, 3)),
+            hidden.transpose(0, 1),
+            (~first).to(obs.dtype).permute(2, 0, 1).unsqueeze(-1),
+            None if alive is None else alive.permute(2, 0, 1).unsqueeze(-1),
+            core.gru.weight_hh,
+            core.gru.bias_hh,
+        )
+
+    def scan_outputs(self, states: Tensor, batch: int) -> tuple[Tensor, Tensor]:
+        """See :meth:`RecurrentGroupNet.scan_outputs`."""
+        out = cast(StackedGRUAgents, self.core).heads(states)
+        return out.permute(1, 2, 0, 3), states.permute(1, 2, 0, 3)
+
     def extra_repr(self) -> str:
         return f"num_agents={self.num_agents}, backend={self.backend!r}"
+
+
+def unroll_together(
+    nets: Sequence[RecurrentGroupNet],
+    obs: Sequence[Tensor],
+    hidden: Sequence[Tensor],
+    first: Tensor,
+    alive: Tensor | None = None,
+) -> list[tuple[Tensor, Tensor]]:
+    """``[net.unroll(x, h, first, alive) for ...]``, with the recurrences in one scan.
+
+    The per-step cost of a scan on agent-sized tensors is kernel launches, not
+    arithmetic, so networks over the same sequences (a policy and its critic) whose forms
+    expose :meth:`RecurrentGroupNet.scan_inputs` with equal ``N`` and ``H`` run their
+    recurrences stacked along ``G``: one scan instead of one per network, same results.
+    Other combinations are unrolled one by one.
+    """
+    inputs = [net.scan_inputs(x, h, first, alive) for net, x, h in zip(nets, obs, hidden,
+                                                                        strict=True)]
+    joinable = [part for part in inputs if part is not None]
+    if len(joinable) < len(nets) or len({part.hidden.shape[1:] for part in joinable}) > 1:
+        return [net.unroll(x, h, first, alive) for net, x, h in zip(nets, obs, hidden,
+                                                                     strict=True)]
+    masks = [part.alive for part in joinable]
+    states = gru_scan(
+        *(torch.cat(tensors) for tensors in zip(*(part[:3] for part in joinable),
+                                                  strict=True)),
+        None if any(mask is None for mask in masks) else torch.cat(
+            cast(list[Tensor], masks)),
+        *(torch.cat(tensors) for tensors in zip(*(part[4:] for part in joinable),
+                                                  strict=True)),
+    )
+    sizes = [part.hidden.shape[0] for part in joinable]
+    batch = obs[0].shape[1]
+    return [net.scan_outputs(part, batch)
+            for net, part in zip(nets, states.split(sizes), strict=True)]

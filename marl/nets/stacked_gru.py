@@ -103,14 +103,24 @@ class StackedGRUAgents(nn.Module):
         Returns:
             ``out: [A, T, N, O]`` and ``states: [A, T, N, H]``, the state after each step.
         """
+        gates_in = self.input_gates(obs)
+        states = self.gru.scan(gates_in, hidden, keep, alive)
+        return self.heads(states), states
+
+    def input_gates(self, obs: Tensor) -> Tensor:
+        """The trunk and the input half of every agent's GRU: ``[A, T, N, F] -> [A, T, N,
+        3H]``, one call per layer for all agents and steps."""
         agents, steps, rows, features = obs.shape
         x = self.trunk(obs.reshape(agents, steps * rows, features))
         if self._trunk_act is not None:
             x = self._trunk_act(x)
-        gates_in = self.gru.input_gates(x).reshape(agents, steps, rows, -1)
-        states = self.gru.scan(gates_in, hidden, keep, alive)
-        out = self.head(states.reshape(agents, steps * rows, -1))
-        return out.reshape(agents, steps, rows, -1), states
+        return self.gru.input_gates(x).reshape(agents, steps, rows, -1)
+
+    def heads(self, states: Tensor) -> Tensor:
+        """Every agent's head on its states: ``[A, T, N, H] -> [A, T, N, O]``."""
+        agents, steps, rows = states.shape[:3]
+        return self.head(states.reshape(agents, steps * rows, -1)).reshape(
+            agents, steps, rows, -1)
 
     def agent_state(self, agent: int) -> dict[str, Tensor]:
         """Agent ``agent``'s weights as a :class:`GRUAgent` state dict (views, not copies)."""
