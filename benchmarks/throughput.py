@@ -31,6 +31,13 @@ from benchmarks.common import (
 )
 
 MODULE = "benchmarks.throughput"
+SHARING_MODES = ("groups.sharing=shared", "groups.sharing=independent,groups.backend=batched",
+                 "groups.sharing=independent,groups.backend=fork",
+                 "groups.sharing=independent,groups.backend=loop")
+RECURRENT_VARIANTS = tuple(f"{name}:{mode}" for mode in SHARING_MODES
+                           for name in ("ippo", "ippo_rnn"))
+"""``--recurrent``: IPPO with the MLP default and with the GRU agent (hpset
+``ippo_rnn_mpe``), in every sharing mode and backend."""
 DEFAULT_ALGOS = ("ippo", "vdn")
 """Algorithms trained by default: on-policy IPPO and one off-policy method.
 
@@ -72,19 +79,22 @@ def _training(task: str, num_envs: int, vector: str, algo: str, env_steps: int,
     from marl.config import HPSETS, load, parse_overrides
     from marl.trainer import train
 
-    hpset = f"{algo}_mpe" if f"{algo}_mpe" in HPSETS else None
+    name, _, extra = algo.partition(":")
+    hpset = f"{name}_mpe" if f"{name}_mpe" in HPSETS else None
+    algo_name = HPSETS[hpset].get("algo.name", name) if hpset else name
     with tempfile.TemporaryDirectory() as run_dir:
         config = load(hpset=hpset, overrides={
             "env.task": task, "env.num_envs": str(num_envs), "env.vector": vector,
-            "algo.name": algo, "train.total_env_steps": str(env_steps),
+            "algo.name": algo_name, "train.total_env_steps": str(env_steps),
             "train.log_every": "1", "train.checkpoint_every": str(10 * env_steps),
             "train.progress": "false", "run.tensorboard": "false", "run.dir": run_dir,
-            "train.eval_every": "0", **parse_overrides(overrides)})
+            "train.eval_every": "0",
+            **parse_overrides([*overrides, *filter(None, extra.split(","))])})
         train(config)
         lines = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").open()]
     # lines[0] closes the first iteration (start-up); off-policy learners also skip the
     # replay warm-up, during which they only collect.
-    warmup = getattr(config.algo, "warmup_steps", 0) if algo not in ("ippo", "mappo") else 0
+    warmup = getattr(config.algo, "warmup_steps", 0) if algo_name not in ("ippo", "mappo") else 0
     lines = [line for line in lines[1:] if line["env_steps"] > warmup]
     if len(lines) < 2:
         raise RuntimeError(f"only {len(lines)} metric lines after warm-up; raise --train-steps")
@@ -109,7 +119,11 @@ def main() -> None:
     parser.add_argument("--vectors", nargs="+", choices=("sync", "subprocess"),
                         default=["sync", "subprocess"], help="in-process or worker processes")
     parser.add_argument("--algos", nargs="+", default=list(DEFAULT_ALGOS),
-                        help="algorithms to train (algo.name)")
+                        help="what to train: NAME[:key=value,...], NAME an algo.name or the "
+                        "stem of an hpset NAME_mpe (e.g. ippo_rnn), plus its own overrides")
+    parser.add_argument("--recurrent", action="store_true",
+                        help="train IPPO with MLP and GRU agents in every sharing mode and "
+                        "backend (replaces --algos) and report GRU / MLP")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=400, help="ceiling: batched steps")
     parser.add_argument("--train-steps", type=int, default=20_000,
@@ -121,8 +135,12 @@ def main() -> None:
     if args.worker:
         _worker(args)
         return
+    if args.recurrent:
+        args.algos = list(RECURRENT_VARIANTS)
     if args.quick:
         args.num_envs, args.repeats, args.steps, args.train_steps = [2], 1, 20, 120
+        if args.recurrent:
+            args.algos = [RECURRENT_VARIANTS[0], RECURRENT_VARIANTS[1]]
         args.algos = ["ippo"] if args.algos == list(DEFAULT_ALGOS) else args.algos
         args.overrides = [*args.overrides, "algo.num_steps=10"]
     rows: list[dict[str, Any]] = []
@@ -156,6 +174,9 @@ def main() -> None:
                       f"{ceiling_summary['median']:,.0f}, training {training['median']:,.0f} "
                       f"env-steps/s ({rows[-1]['ratio']:.0%})", flush=True)
     table = _table(rows)
+    recurrent = _recurrent_table(rows)
+    if recurrent:
+        table = f"{table}\n\n{recurrent}"
     write_results(args.out, "throughput", rows, table, {"task": args.task})
     panels: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for row in rows:
@@ -181,6 +202,26 @@ def _table(rows: list[dict[str, Any]]) -> str:
                      f"| {t['median']:,.0f} ({t['min']:,.0f}-{t['max']:,.0f}) "
                      f"| {row['agent_steps_per_s']:,.0f} | {row['ratio']:.0%} |")
     return "\n".join(lines)
+
+
+def _recurrent_table(rows: list[dict[str, Any]]) -> str:
+    """GRU / MLP training env-steps/s for every ``ippo_rnn:MODE`` row with an
+    ``ippo:MODE`` row at the same vector and ``num_envs`` (empty when there is none)."""
+    mlp = {(row["algo"].partition(":")[2], row["vector"], row["num_envs"]): row
+           for row in rows if row["algo"].partition(":")[0] == "ippo"}
+    lines = ["| sharing | vector | num_envs | MLP env-steps/s | GRU env-steps/s | GRU / MLP |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        name, _, mode = row["algo"].partition(":")
+        base = mlp.get((mode, row["vector"], row["num_envs"]))
+        if name != "ippo_rnn" or base is None:
+            continue
+        ratio = row["training"]["median"] / base["training"]["median"]
+        label = mode.replace("groups.sharing=", "").replace(",groups.backend=", " ") or "default"
+        lines.append(f"| {label} | {row['vector']} | {row['num_envs']} "
+                     f"| {base['training']['median']:,.0f} | {row['training']['median']:,.0f} "
+                     f"| {ratio:.2f} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 if __name__ == "__main__":

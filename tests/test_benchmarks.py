@@ -194,3 +194,17 @@ def test_torch_mpe_quick_writes_results(tmp_path: Path) -> None:
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| task | num_envs | mpe2 | torch | torch / mpe2 |" in table
     assert "| task | device | num_envs | env-steps/s | agent-steps/s |" in table
+
+
+def test_throughput_recurrent_reports_gru_over_mlp(tmp_path: Path) -> None:
+    """``--recurrent`` trains the MLP and the GRU agent and tables their ratio."""
+    result = subprocess.run([MARL, "bench", "throughput", "--quick", "--recurrent", "--vectors",
+                             "sync", "--out", "out"], cwd=tmp_path, capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
+    assert [row["algo"] for row in rows] == ["ippo:groups.sharing=shared",
+                                             "ippo_rnn:groups.sharing=shared"]
+    table = (tmp_path / "out" / "results.md").read_text()
+    mlp, gru = (row["training"]["median"] for row in rows)
+    assert f"| shared | sync | 2 | {mlp:,.0f} | {gru:,.0f} | {gru / mlp:.2f} |" in table
