@@ -295,18 +295,19 @@ def check_recurrent(values: Mapping[str, Any]) -> None:
                               f"replaces (input layers -> GRU -> head); set {key}=false or "
                               "groups.rnn=none")
     seq_len, steps = values.get("algo.seq_len"), values["algo.num_steps"]
-    if spec.on_policy and seq_len is not None:
-        if steps % seq_len:
-            raise ConfigError(
-                f"algo.seq_len={seq_len} does not divide algo.num_steps={steps}: the rollout is "
-                f"cut into chunks of algo.seq_len steps; e.g. algo.seq_len={steps} (or null)")
-        chunks = steps // seq_len * values["env.num_envs"]
-        if values["algo.num_minibatches"] > chunks:
-            raise ConfigError(
-                f"algo.num_minibatches={values['algo.num_minibatches']} is more than the "
-                f"{chunks} sequences of a rollout (algo.num_steps / algo.seq_len x "
-                f"env.num_envs); minibatches split sequences, never time inside one; e.g. "
-                f"algo.num_minibatches={max(1, min(chunks, 2))}")
+    if not spec.on_policy:
+        return
+    if seq_len is not None and steps % seq_len:
+        raise ConfigError(
+            f"algo.seq_len={seq_len} does not divide algo.num_steps={steps}: the rollout is "
+            f"cut into chunks of algo.seq_len steps; e.g. algo.seq_len={steps} (or null)")
+    chunks = steps // (seq_len or steps) * values["env.num_envs"]
+    if values["algo.num_minibatches"] > chunks:
+        raise ConfigError(
+            f"algo.num_minibatches={values['algo.num_minibatches']} is more than the "
+            f"{chunks} sequences of a rollout (algo.num_steps / algo.seq_len x "
+            f"env.num_envs); minibatches split sequences, never time inside one; e.g. "
+            f"algo.num_minibatches={max(1, min(chunks, 2))}")
 
 
 def coerce(key: str, value: Any, hint: Any) -> Any:
