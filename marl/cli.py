@@ -122,8 +122,9 @@ def _add_sweep_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     sweep.add_argument("--jobs-per-gpu", type=_COUNT, default=1,
                        help="local: jobs sharing a GPU")
     sweep.add_argument("--allow-dirty", action="store_true",
-                       help="run uncommitted changes: record `git diff HEAD` with each job and "
-                            "apply it to the checkout")
+                       help="run uncommitted changes: record them (tracked files and new "
+                            "files git does not ignore) as a diff with each job and apply it "
+                            "to the checkout")
     sweep.add_argument("--rev", default=None, help="run this commit instead of HEAD")
     sweep.add_argument("--repo", type=Path, default=None,
                        help="the git repository whose code the runs use (default: the one "

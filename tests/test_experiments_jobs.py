@@ -64,6 +64,26 @@ def _edit_working_tree(repo: Path) -> None:
     init.write_text(init.read_text().replace("committed", "working-tree"))
 
 
+def test_a_dirty_launch_carries_new_files_and_leaves_the_index_alone(
+        repo: Path, tmp_path: Path) -> None:
+    """A new module the edited code imports travels with the diff; what the user staged
+    stays staged, and nothing else gets staged."""
+    (repo / "marl" / "extra.py").write_text("TAG = 'new-file'\n")
+    init = repo / "marl" / "__init__.py"
+    init.write_text(init.read_text() + "\nfrom marl.extra import TAG\n")
+    _git(repo, "add", "marl/__init__.py")
+    staged = _git(repo, "diff", "--cached", "--name-only")
+    (job,) = runner.plan(_sweep(tmp_path / "s.yaml", [TINY]), tmp_path / "out", repo,
+                         allow_dirty=True).jobs
+    assert "marl/extra.py" in job.diff
+    assert _git(repo, "diff", "--cached", "--name-only") == staged
+    checkout_dir, _ = jobs.prepare(tmp_path / "out", job)
+    result = subprocess.run([sys.executable, "-c", "import marl; print(marl.TAG)"],
+                            cwd=checkout_dir, env=git.job_environment(checkout_dir),
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "new-file"
+
+
 def test_job_runs_the_pinned_revision_while_the_tree_changes(repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     plan = runner.plan(_sweep(tmp_path / "s.yaml", [TINY]), out, repo)

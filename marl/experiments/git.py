@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -19,9 +20,10 @@ class GitError(RuntimeError):
     """A git operation a sweep needs failed; the message says what to do."""
 
 
-def _git(repo: Path, *args: str, input_text: str | None = None) -> str:
+def _git(repo: Path, *args: str, input_text: str | None = None,
+         env: dict[str, str] | None = None) -> str:
     result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                            input=input_text, check=False)
+                            input=input_text, check=False, env=env)
     if result.returncode != 0:
         raise GitError(f"`git {' '.join(args)}` failed in {repo}: {result.stderr.strip()}")
     return result.stdout
@@ -49,6 +51,21 @@ def resolve_revision(repo: Path, rev: str = "HEAD") -> str:
 def tracked_diff(repo: Path) -> str:
     """``git diff HEAD``: uncommitted changes to tracked files ('' for a clean tree)."""
     return _git(repo, "diff", "HEAD", "--binary")
+
+
+def working_diff(repo: Path) -> str:
+    """Every uncommitted change as one patch against HEAD: changes to tracked files and the
+    new files git does not ignore (a new module the changed code imports must travel with
+    it).
+
+    Built in a temporary index, so the repository's own index (what the user staged) is
+    left alone.
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        _git(repo, "read-tree", "HEAD", env=env)
+        _git(repo, "add", "--all", env=env)
+        return _git(repo, "diff", "--cached", "HEAD", "--binary", env=env)
 
 
 def checkout(repo: Path, revision: str, diff: str, cache: Path) -> Path:

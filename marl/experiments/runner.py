@@ -42,10 +42,11 @@ class Plan:
 
 
 def pin_revision(repo: Path, rev: str | None, allow_dirty: bool) -> tuple[str, str]:
-    """The commit and the diff (``git diff HEAD``) the jobs will run.
+    """The commit and the diff the jobs run.
 
     With ``rev`` the commit is run as committed. Without it, HEAD runs; uncommitted changes
-    to tracked files are refused unless ``allow_dirty``, which records them as a diff.
+    to tracked files are refused unless ``allow_dirty``, which records them as a diff
+    together with the new files git does not ignore (:func:`~marl.experiments.git.working_diff`).
     """
     if rev is not None:
         return git.resolve_revision(repo, rev), ""
@@ -59,7 +60,7 @@ def pin_revision(repo: Path, rev: str | None, allow_dirty: bool) -> tuple[str, s
             f"sweep runs a fixed revision. Commit them (then the sweep runs the new commit), or "
             f"pass --allow-dirty to record the diff with each job and apply it to a clean "
             f"checkout of {revision[:7]}")
-    return revision, diff
+    return revision, git.working_diff(repo) if allow_dirty else diff
 
 
 def plan(sweep_file: Path, out: Path, repo: Path, rev: str | None = None,
