@@ -124,7 +124,9 @@ class AlgoConfig:
     # value normalisation).
     buffer_size: int = _help("off-policy: replay capacity in transitions (per env copy "
                              "counted; preallocated)", default=200_000)
-    batch_size: int = _help("off-policy: transitions per gradient update", default=256)
+    batch_size: int = _help("off-policy: transitions per gradient update (iql/vdn/qmix with "
+                            "groups.rnn=gru: max(1, batch_size // seq_len) sequences of "
+                            "algo.seq_len steps)", default=256)
     warmup_steps: int = _help("off-policy: env steps collected before the first update",
                                  default=5_000)
     gradient_steps: int = _help("off-policy: gradient updates after every algo.num_steps "

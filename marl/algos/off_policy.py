@@ -8,6 +8,11 @@ stepped by the common optimiser, and the target networks move
 (:meth:`OffPolicy.update`). Observations are stored raw and normalised with the current
 running statistics when used, so old transitions never carry stale statistics.
 
+With recurrent agents (``groups.rnn=gru``, IQL/VDN/QMIX) the learner keeps the hidden
+state of every training copy in an :class:`~marl.memory.AgentMemory`, carried from one
+``collect`` call to the next and reset with the env, and learns from sequences of a
+:class:`~marl.sequence_replay.SequenceReplayBuffer` (:meth:`OffPolicy.sequence_losses`).
+
 Subclasses: :class:`marl.algos.q_learning.QLearning` (IQL, VDN, QMIX) and
 :class:`marl.algos.ddpg.DDPG` (MADDPG, MATD3).
 """
@@ -30,6 +35,7 @@ from marl.memory import AgentMemory
 from marl.normalize import RunningMeanStd
 from marl.optim import CommonOptimizer
 from marl.replay import GroupTransition, ReplayBuffer, Sample
+from marl.sequence_replay import DEFAULT_SEQ_LEN, SequenceReplayBuffer, SequenceSample
 from marl.targets import update_targets
 
 
@@ -38,7 +44,8 @@ class OffPolicy:
 
     Subclasses build their networks, then call :meth:`_finish_init` with the online
     modules the optimiser steps, and implement :meth:`act`, :meth:`losses`,
-    :meth:`target_pairs` and :meth:`modules`.
+    :meth:`target_pairs` and :meth:`modules`; those that train recurrent agents also
+    :meth:`act_recurrent`, :meth:`sequence_losses` and :meth:`new_memory`.
 
     Args:
         env: the batched env (its specs decide the groups).
@@ -72,8 +79,12 @@ class OffPolicy:
         self.obs_norm.to(device)
         self.state_norm.to(device)
         capacity = max(config.algo.buffer_size // env.num_envs, 2)
-        self.replay = ReplayBuffer(capacity, env.num_envs, self._replay_layout(),
-                                   self.state_features, device)
+        self.recurrent = config.groups.rnn == "gru"
+        buffer = SequenceReplayBuffer if self.recurrent else ReplayBuffer
+        self.replay = buffer(capacity, env.num_envs, self._replay_layout(),
+                             self.state_features, device)
+        # The same buffer, typed for the sequence calls (None for feed-forward agents).
+        self.sequences = self.replay if isinstance(self.replay, SequenceReplayBuffer) else None
         self.env_steps = 0
         self.num_updates = 0
         self.next: BatchedReset | None = None
@@ -94,12 +105,20 @@ class OffPolicy:
         for module in self.modules().values():
             module.to(self.device)
         self.optimizer = CommonOptimizer(trained, self.config.optim)
+        self.memory = self.new_memory(self.env.num_envs)  # the training copies' states
 
     # --------------------------------------------------------------- interface
     def act(self, obs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor | None],
             explore: bool) -> dict[str, torch.Tensor]:
         """Actions as stored in replay, per group ``[E, A]`` or ``[E, A, D]``."""
         raise NotImplementedError
+
+    def act_recurrent(self, obs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor | None],
+                      explore: bool, memory: AgentMemory, first: dict[str, torch.Tensor],
+                      alive: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """:meth:`act` for recurrent agents, from ``memory``'s hidden states, which it
+        advances by one step (``first``, ``alive``: per group ``[E, A]`` bool)."""
+        raise NotImplementedError(f"{type(self).__name__} trains feed-forward agents only")
 
     def env_action(self, name: str, action: torch.Tensor) -> torch.Tensor:
         """Group ``name``'s stored actions (indices ``0..n-1``) as the env takes them:
@@ -110,6 +129,10 @@ class OffPolicy:
     def losses(self, sample: Sample) -> dict[str, torch.Tensor]:
         """Named loss terms of one update; ``"loss"`` is what the optimiser minimises."""
         raise NotImplementedError
+
+    def sequence_losses(self, sample: SequenceSample) -> dict[str, torch.Tensor]:
+        """:meth:`losses` of recurrent agents, on sampled sequences."""
+        raise NotImplementedError(f"{type(self).__name__} trains feed-forward agents only")
 
     def target_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """Every ``(online, target)`` pair of modules."""
@@ -152,10 +175,14 @@ class OffPolicy:
             return self.state_features
         return sum(self.num_agents[n] * self.obs_features[n] for n in self.specs)
 
-    def policy_actions(self, current: BatchedReset, explore: bool,
-                       update_stats: bool = False) -> tuple[dict[str, torch.Tensor],
-                                                            dict[str, torch.Tensor]]:
-        """Stored-form and env-form actions for the observations in ``current``."""
+    def policy_actions(self, current: BatchedReset, explore: bool, update_stats: bool = False,
+                       memory: AgentMemory | None = None
+                       ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor],
+                                  dict[str, torch.Tensor]]:
+        """Stored-form and env-form actions for the observations in ``current``, and the
+        agents' episode starts ``first`` (per group ``[E, A]`` bool; empty unless
+        ``memory`` is recurrent: then the actions come from its hidden states, advanced by
+        this step)."""
         obs, masks = {}, {}
         for name, group_obs in current.groups.items():
             flat = group_obs.obs.to(self.device).reshape(
@@ -165,34 +192,47 @@ class OffPolicy:
             obs[name] = self.normalize_obs(name, flat)
             mask = group_obs.action_mask
             masks[name] = None if mask is None else mask.to(self.device)
-        actions = self.act(obs, masks, explore)
+        first: dict[str, torch.Tensor] = {}
+        if memory is not None and memory.recurrent:
+            first = memory.first(current)
+            alive = {name: group_obs.alive.to(self.device)
+                     for name, group_obs in current.groups.items()}
+            actions = self.act_recurrent(obs, masks, explore, memory, first, alive)
+        else:
+            actions = self.act(obs, masks, explore)
         env_actions = {name: self.env_action(name, action).to(self.env.device)
                        for name, action in actions.items()}
-        return actions, env_actions
+        return actions, env_actions, first
 
     def new_memory(self, num_envs: int) -> AgentMemory:
-        """No recurrent state: the off-policy agents are feed-forward."""
+        """Fresh hidden states for ``num_envs`` copies; empty here (feed-forward agents),
+        learners with recurrent agents override it."""
         return AgentMemory({}, num_envs, self.device)
 
     def eval_actions(self, current: BatchedReset, sample: bool,
                      memory: AgentMemory) -> dict[str, torch.Tensor]:
         """Env-form evaluation actions: greedy Q values or actors without noise
-        (``sample`` has no effect here)."""
-        return self.policy_actions(current, explore=False)[1]
+        (``sample`` has no effect here); recurrent agents act from ``memory``."""
+        return self.policy_actions(current, explore=False, memory=memory)[1]
 
     # ----------------------------------------------------------------- rollout
     @torch.no_grad()
     def collect(self, tracker: EpisodeTracker) -> int:
-        """Step every env copy ``num_steps`` times into replay; return env steps taken."""
+        """Step every env copy ``num_steps`` times into replay; return env steps taken.
+
+        Recurrent agents act from :attr:`memory`, whose hidden states carry over to the
+        next call."""
         if self.next is None:
             self.next = self.env.reset(seed=self.config.seed)
         current = self.next
         for _ in range(self.algo.num_steps):
-            actions, env_actions = self.policy_actions(current, explore=True, update_stats=True)
+            actions, env_actions, first = self.policy_actions(
+                current, explore=True, update_stats=True, memory=self.memory)
             state = self._raw_state(current.state)
             if state is not None and self.state_norm:
                 self._stats(self.state_norm, "state").update(state)
             step = self.env.step(env_actions)
+            self.memory.observe(step)
             transitions = {}
             alive = {}
             for name, group_step in step.groups.items():
@@ -204,8 +244,11 @@ class OffPolicy:
                     terminated=group_step.terminated.to(self.device),
                     truncated=group_step.truncated.to(self.device), alive=alive[name],
                     final_obs=self._flat_obs(name, group_step.final_obs))
-            self.replay.add(transitions, step.env_done.to(self.device), state,
-                            self._raw_state(step.final_state))
+            env_done, final_state = step.env_done.to(self.device), self._raw_state(step.final_state)
+            if self.sequences is not None:
+                self.sequences.add(transitions, env_done, state, final_state, first=first)
+            else:
+                self.replay.add(transitions, env_done, state, final_state)
             tracker.record(step, alive)
             current = BatchedReset({name: s.next for name, s in step.groups.items()}, step.state)
             self.env_steps += self.env.num_envs
@@ -230,8 +273,7 @@ class OffPolicy:
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
         for _ in range(self.algo.gradient_steps):
-            sample = self.replay.sample(self.algo.batch_size, self.algo.n_step, self.algo.gamma)
-            terms = self.losses(sample)
+            terms = self._sampled_losses()
             self.optimizer.zero_grad()
             terms["loss"].backward()
             terms.update(self.optimizer.clip_and_step())
@@ -247,6 +289,17 @@ class OffPolicy:
                                      "optim.lr or optim.max_grad_norm, or algo.obs_norm=true")
         metrics["lr"] = self.optimizer.optimizers[0].param_groups[0]["lr"]
         return metrics
+
+    def _sampled_losses(self) -> dict[str, torch.Tensor]:
+        """The loss terms of one sampled batch: transitions, or for recurrent agents
+        ``max(1, batch_size // seq_len)`` sequences of ``seq_len`` steps."""
+        algo = self.algo
+        if self.sequences is None:
+            return self.losses(self.replay.sample(algo.batch_size, algo.n_step, algo.gamma))
+        seq_len = algo.seq_len or DEFAULT_SEQ_LEN
+        sample = self.sequences.sample_sequences(max(1, algo.batch_size // seq_len), seq_len,
+                                                 algo.burn_in, algo.n_step, algo.gamma)
+        return self.sequence_losses(sample)
 
     def _move_targets(self) -> None:
         """Soft updates when the learner says they are due; hard copies of every target
@@ -274,8 +327,12 @@ class OffPolicy:
         return self.replay
 
     def reset_env(self, seed: int) -> None:
-        """Start new episodes in every copy (after resuming from a checkpoint)."""
+        """Start new episodes in every copy (after resuming from a checkpoint): hidden
+        states restart, and replay ends the episodes that were in flight."""
         self.next = self.env.reset(seed=seed)
+        self.memory.reset()
+        if self.sequences is not None:
+            self.sequences.end_episodes()
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -294,3 +351,12 @@ def _check_config(config: Config) -> None:
     if algo.buffer_size < 2 * config.env.num_envs:
         raise ConfigError(f"algo.buffer_size={algo.buffer_size} holds fewer than 2 steps of "
                           f"env.num_envs={config.env.num_envs} copies; raise it")
+    if config.groups.rnn == "gru":
+        # With room for burn_in + seq_len steps per copy, the newest seq_len steps always
+        # hold a sequence start whose warm-up is stored.
+        steps = algo.burn_in + (algo.seq_len or DEFAULT_SEQ_LEN)
+        if algo.buffer_size // config.env.num_envs < steps:
+            raise ConfigError(
+                f"algo.buffer_size={algo.buffer_size} holds fewer than algo.burn_in + "
+                f"algo.seq_len = {steps} steps of each of env.num_envs={config.env.num_envs} "
+                f"copies; e.g. algo.buffer_size={steps * config.env.num_envs}")
