@@ -287,16 +287,17 @@ class PPO:
         seq_len = None if sequences is None else self.seq_len
         recurrent = None
         if sequences is not None:
-            recurrent = Sequences(
-                fold(sequences.first, seq_len),
-                *(None if start is None else start.flatten(0, 1)
-                  for start in (sequences.actor_start, sequences.critic_start)))
+            actor, critic = sequences.actor_start, sequences.critic_start
+            recurrent = Sequences(fold(sequences.first, seq_len),
+                                  None if actor is None else actor.flatten(0, 1),
+                                  None if critic is None else critic.flatten(0, 1))
+        mask = store.action_mask
         return Minibatch(
-            *(fold(x, seq_len) for x in (
-                store.obs, critic_input, store.action, store.log_prob, estimates.advantages,
-                estimates.returns, estimates.prediction, store.alive)),
-            None if store.action_mask is None else fold(store.action_mask, seq_len), recurrent,
-        )
+            fold(store.obs, seq_len), fold(critic_input, seq_len), fold(store.action, seq_len),
+            fold(store.log_prob, seq_len), fold(estimates.advantages, seq_len),
+            fold(estimates.returns, seq_len), fold(estimates.prediction, seq_len),
+            fold(store.alive, seq_len), None if mask is None else fold(mask, seq_len),
+            recurrent)
 
     def _check_finite(self, metrics: dict[str, float]) -> None:
         bad = sorted(key for key, value in metrics.items() if not torch.isfinite(

@@ -395,14 +395,18 @@ def unroll_together(
     if len(joinable) < len(nets) or len({part.hidden.shape[1:] for part in joinable}) > 1:
         return [net.unroll(x, h, first, alive) for net, x, h in zip(nets, obs, hidden,
                                                                      strict=True)]
-    masks = [part.alive for part in joinable]
+    alive_all = None
+    if any(part.alive is not None for part in joinable):  # a missing mask: all alive
+        alive_all = torch.cat([torch.ones_like(part.keep, dtype=torch.bool) if part.alive is None
+                               else part.alive
+                               for part in joinable])
     states = gru_scan(
-        *(torch.cat(tensors) for tensors in zip(*(part[:3] for part in joinable),
-                                                  strict=True)),
-        None if any(mask is None for mask in masks) else torch.cat(
-            cast(list[Tensor], masks)),
-        *(torch.cat(tensors) for tensors in zip(*(part[4:] for part in joinable),
-                                                  strict=True)),
+        torch.cat([part.gates_in for part in joinable]),
+        torch.cat([part.hidden for part in joinable]),
+        torch.cat([part.keep for part in joinable]),
+        alive_all,
+        torch.cat([part.weight_hh for part in joinable]),
+        torch.cat([part.bias_hh for part in joinable]),
     )
     sizes = [part.hidden.shape[0] for part in joinable]
     batch = obs[0].shape[1]
