@@ -151,6 +151,8 @@ def _add_report_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
                         help="x axis of the curves; repeat for both (default: both)")
     report.add_argument("--final-points", type=int, default=1,
                         help="'final' is the mean of each run's last N logged values (1)")
+    report.add_argument("--at", type=int, action="append", default=None, metavar="STEPS",
+                        help="also tabulate every group at this many env steps (repeatable)")
 
 
 def _add_bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -336,7 +338,8 @@ def _report(args: argparse.Namespace) -> int:
     from marl.experiments.report import write_report
 
     table = write_report(args.runs_dir, args.out or args.runs_dir / "report", args.metric,
-                         tuple(args.x or ("env_steps", "wall_time")), args.final_points)
+                         tuple(args.x or ("env_steps", "wall_time")), args.final_points,
+                         tuple(args.at or ()))
     print(table)
     return 0
 

@@ -109,3 +109,22 @@ def test_report_command_writes_table_curves_and_marl_eval_json(
     assert runs["run_3"]["absolute_metrics"] == {"episode_return": [10.0]}
     assert main(["report", str(tmp_path / "missing")]) == 2
 
+
+
+def test_values_at_a_budget_against_hand_computation(
+        runs_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Runs log returns [0, 20, last] at 100, 200, 300 steps (and a line without a return
+    at 150): at 150 steps each run's value is its first return at or past 150 (20), at 250
+    steps its last one; runs that stop before a budget are left out of it."""
+    from marl.experiments.report import scores_at
+
+    groups = group_runs(find_runs(runs_dir))
+    values, seconds = scores_at(groups["abc__lr=1"], "episode_return", 150)
+    assert values.tolist() == [20.0, 20.0, 20.0, 20.0]
+    assert seconds.tolist() == [0.7, 0.7, 0.7, 0.7]  # the 150-step line's wall_time
+    assert scores_at(groups["abc__lr=1"], "episode_return", 250)[0].tolist() == [1, 2, 3, 10]
+    assert scores_at(groups["abc__lr=1"], "episode_return", 301)[0].size == 0
+    assert main(["report", str(runs_dir), "--out", str(tmp_path / "r"), "--at", "250"]) == 0
+    text = capsys.readouterr().out
+    assert "| abc__lr=1 | 250 | 4 | 4 [" in text and "| 250 | 2 | n/a |" not in text
+    assert main(["report", str(runs_dir), "--at", "0"]) == 2

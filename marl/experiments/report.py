@@ -144,6 +144,44 @@ def table(groups: dict[str, list[Run]], metric: str, final_points: int = 1) -> s
     return "\n".join(lines)
 
 
+def scores_at(runs: Sequence[Run], metric: str, budget: int, points: int = 1
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Each run's ``metric`` at ``budget`` env steps and the wall-clock it took to get there.
+
+    The value is the mean of the ``points`` logged values ending at the first log at or past
+    ``budget``; runs that never reached it are left out. Two ``[N]`` arrays.
+    """
+    values, seconds = [], []
+    for run in runs:
+        steps, series = run.series(metric, "env_steps")
+        reached = np.flatnonzero(steps >= budget)
+        if not reached.size:
+            continue
+        end = int(reached[0]) + 1
+        values.append(series[max(0, end - points):end].mean())
+        wall = [r.get("wall_time") for r in run.records
+                if isinstance(r.get("env_steps"), (int, float)) and r["env_steps"] >= budget]
+        seconds.append(float(wall[0]) if wall and isinstance(wall[0], (int, float)) else np.nan)
+    return np.asarray(values), np.asarray(seconds)
+
+
+def table_at(groups: dict[str, list[Run]], metric: str, budgets: Sequence[int],
+             points: int = 1) -> str:
+    """The Markdown table of every group at each budget: mean and IQM with 95% CIs."""
+    lines = [f"| group | env steps | seeds | {metric}: mean [95% CI] | IQM [95% CI] | "
+             "wall-clock to there (s, min-max) |", "|---|---|---|---|---|---|"]
+    for name, runs in groups.items():
+        for budget in budgets:
+            values, seconds = scores_at(runs, metric, budget, points)
+            wall = (f"{np.nanmin(seconds):.0f}-{np.nanmax(seconds):.0f}"
+                    if values.size and np.isfinite(seconds).any() else "n/a")
+            lines.append(f"| {name} | {budget:,} | {values.size} | {_cell(values, mean)} | "
+                         f"{_cell(values, iqm)} | {wall} |")
+    text = "the logged value" if points == 1 else f"the mean of the {points} logged values"
+    lines += ["", f"At a budget: {text} ending at each run's first log at or past it."]
+    return "\n".join(lines)
+
+
 def marl_eval_data(groups: dict[str, list[Run]], metric: str, final_points: int = 1
                    ) -> dict[str, Any]:
     """Raw data in marl-eval's layout (github.com/instadeepai/marl-eval, README).
@@ -183,8 +221,10 @@ def _check_metric(groups: dict[str, list[Run]], metric: str, root: Path) -> None
 
 
 def write_report(root: Path, out: Path, metric: str = "episode_return",
-                 xs: Sequence[str] = ("env_steps", "wall_time"), final_points: int = 1) -> str:
-    """Write ``report.md``, ``curves_<metric>_<x>.png`` and ``marl_eval.json``; return the table."""
+                 xs: Sequence[str] = ("env_steps", "wall_time"), final_points: int = 1,
+                 budgets: Sequence[int] = ()) -> str:
+    """Write ``report.md``, ``curves_<metric>_<x>.png`` and ``marl_eval.json``; return the
+    table (and, for each of ``budgets`` env steps, the groups' values there)."""
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a directory; pass the runs directory of a sweep "
                                 "(for example runs/my_sweep)")
@@ -196,7 +236,12 @@ def write_report(root: Path, out: Path, metric: str = "episode_return",
         raise FileNotFoundError(f"no runs under {root}: expected folders holding metrics.jsonl "
                                 "and config.yaml")
     _check_metric(groups, metric, root)
+    if any(budget < 1 for budget in budgets):
+        raise ConfigError(f"--at: expected env-step budgets >= 1, got {list(budgets)}; "
+                          "e.g. --at 200000")
     text = table(groups, metric, final_points)
+    if budgets:
+        text += "\n\n" + table_at(groups, metric, budgets, final_points)
     out.mkdir(parents=True, exist_ok=True)
     images = []
     for x in xs:
