@@ -228,3 +228,30 @@ def test_train_resume_and_marl_eval_of_a_recurrent_run(tmp_path: Any) -> None:
     result = evaluate(run_dir, episodes=64, greedy=True)
     assert result["env_steps"] >= 12_800
     assert result["episode_return_mean"] >= 0.9, result
+
+
+@pytest.mark.parametrize("backend", ["batched", "fork", "loop"])
+def test_per_group_sharing_overrides_replay_exactly(backend: str) -> None:
+    """Two groups, one shared and one independent (``groups.overrides``), on a task where
+    agents leave and one enters late: each group replays its own rollout exactly."""
+    learner = _learner({"env.task": "toy/leave_early", "env.kwargs.num_agents": 3,
+                        "env.kwargs.late_agent": True, "algo.num_steps": 8,
+                        "algo.seq_len": 4, "groups.overrides": {"late": "independent"},
+                        "groups.backend": backend, "env.num_envs": 2})
+    tracker = _tracker(learner)
+    learner.collect(tracker)
+    learner.collect(tracker)
+    batches = learner._flat_batches()
+    assert set(batches) == {"agent", "late"}
+    for name, batch in batches.items():
+        group = _group(learner, name)
+        assert batch.sequences is not None and batch.sequences.actor_hidden is not None
+        recurrence = Recurrence(batch.sequences.actor_hidden, batch.sequences.first, batch.alive)
+        with torch.no_grad():
+            log_prob = group.distribution(batch.obs, batch.action_mask, recurrence).log_prob(
+                batch.action)
+        alive = batch.alive
+        assert float((log_prob - batch.log_prob)[alive].abs().max()) <= 1e-6, name
+    metrics = learner.update(0.0)
+    assert {"agent/loss", "late/loss"} <= set(metrics)
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
