@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="marl", description="Multi-agent RL with shared or independent parameters.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Commands:\n  marl train [--config FILE.yaml] [key=value ...]\n"
-               "  marl eval RUN_DIR [--episodes N] [--greedy]\n"
+               "  marl eval RUN_DIR [--episodes N] [--greedy] [--override KEY=VALUE] [--random]\n"
                "  marl sweep SWEEP.yaml [--dry-run] [--out RUNS_DIR] [--executor local|ray]\n"
                "  marl report RUNS_DIR [--out DIR] [--metric episode_return]\n"
                "  marl bench NAME [--quick] [--out DIR] [...]    (NAME: "
@@ -70,8 +70,32 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--config", type=Path, help="a YAML config file (e.g. a run's config.yaml)")
     train.add_argument("overrides", nargs="*", metavar="key=value",
                        help="config overrides, applied after --config")
+    _add_eval_parser(commands)
+    _add_sweep_parser(commands)
+    _add_report_parser(commands)
+    _add_bench_parser(commands)
+    return parser
+
+
+_EVAL_EPILOG = """\
+Examples:
+  marl eval runs/X --episodes 100
+  marl eval runs/X --override env.kwargs.N=5          the same policy with 5 agents
+  marl eval runs/X --random --override env.kwargs.N=5 uniform random play in that env
+
+--override KEY=VALUE (repeatable) changes the env the checkpoint plays in: env.kwargs.KEY
+and env.max_episode_steps only, since the networks and normalisers come from the
+checkpoint. A policy plays another number of agents when none of its shapes depends on
+it: train it with groups.encoder=entity groups.entity_layout=mpe_spread
+groups.agent_id=false algo.obs_norm=false (shared networks); otherwise marl eval names
+the tensors that changed and the keys that cause it.
+"""
+
+
+def _add_eval_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     evaluate = commands.add_parser(
         "eval", help="evaluate a run's latest checkpoint; prints JSON",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EVAL_EPILOG,
         description="Load the latest checkpoint of RUN_DIR, play episodes and print the mean "
                     "per-agent episode return with a 95%% bootstrap confidence interval as JSON.",
     )
@@ -81,10 +105,12 @@ def _parser() -> argparse.ArgumentParser:
                           help="take the most likely action instead of sampling")
     evaluate.add_argument("--seed", type=int, default=12345, help="env seed (12345)")
     evaluate.add_argument("--device", default=None, help="cpu or cuda (default: the run's)")
-    _add_sweep_parser(commands)
-    _add_report_parser(commands)
-    _add_bench_parser(commands)
-    return parser
+    evaluate.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                          help="set an env key of the run's config (env.kwargs.KEY, "
+                               "env.max_episode_steps); repeatable")
+    evaluate.add_argument("--random", action="store_true",
+                          help="play uniform random actions instead of the checkpoint "
+                               "(the reference; needs no checkpoint)")
 
 
 _SWEEP_EPILOG = """\
@@ -235,10 +261,11 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "train":
         return _train(args)
     if args.command == "eval":
-        from marl.evaluate import evaluate
+        from marl.evaluate import eval_overrides, evaluate
 
         result = evaluate(args.run_dir, episodes=args.episodes, greedy=args.greedy,
-                          seed=args.seed, device=args.device)
+                          seed=args.seed, device=args.device,
+                          overrides=eval_overrides(args.override), random_play=args.random)
         try:
             print(json.dumps(result, indent=2))
         except BrokenPipeError:  # `marl eval ... | head` closed the pipe early

@@ -18,6 +18,7 @@ import dataclasses
 import random
 import time
 from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from marl_envs.core import BatchedEnv, BatchedReset
 
 from marl.algos.base import Learner
 from marl.logging import EpisodeTracker
+from marl.memory import AgentMemory
 
 EVAL_SEED_OFFSET = 10_000
 """Evaluation during training resets its env copies with ``seed + EVAL_SEED_OFFSET``."""
@@ -82,8 +84,25 @@ def preserved_rng(device: torch.device) -> Iterator[None]:
         np.random.set_state(numpy_state)
 
 
+class Actor(Protocol):
+    """What :func:`play_episodes` asks of what plays: the acting part of
+    :class:`~marl.algos.base.Learner` (every learner is one; so is
+    :class:`marl.evaluate.RandomActions`)."""
+
+    device: torch.device
+
+    def new_memory(self, num_envs: int) -> AgentMemory:
+        """Fresh recurrent state for ``num_envs`` env copies."""
+        ...
+
+    def eval_actions(self, current: BatchedReset, sample: bool,
+                     memory: AgentMemory) -> dict[str, torch.Tensor]:
+        """Env-form actions ``[E, A(, D)]`` per group, on the env's device."""
+        ...
+
+
 @torch.no_grad()
-def play_episodes(algo: Learner, env: BatchedEnv, episodes: int, seed: int,
+def play_episodes(algo: Actor, env: BatchedEnv, episodes: int, seed: int,
                   sample: bool = False) -> EpisodeReturns:
     """Play ``episodes`` episodes of ``algo`` in ``env`` (reset with ``seed``).
 

@@ -165,6 +165,30 @@ CASES = [
     case("eval without a run dir", "eval", r"RUN_DIR", usage=True),
     case("eval episodes not a number", "eval {run} --episodes many",
          r"--episodes: invalid int value: 'many'", usage=True),
+    # marl eval --override: env keys only, and a policy that fits the new env.
+    case("eval overriding a network key", "eval {run} --override groups.agent_id=false",
+         r"--override groups\.agent_id: the networks and normalisers come from the checkpoint, "
+         r"so groups\.\* and algo\.\* keys stay as the run trained them"),
+    case("eval overriding an algorithm key", "eval {run} --override algo.obs_norm=false",
+         r"--override algo\.obs_norm: the networks and normalisers come from the checkpoint"),
+    case("eval overriding a key that is no env key", "eval {run} --override seed=3",
+         r"--override seed: not an evaluation key; marl eval --override takes "
+         r"env\.kwargs\.KEY=VALUE and env\.max_episode_steps=N"),
+    case("eval overriding an unknown key", "eval {run} --override env.kwarg.N=3",
+         r"--override env\.kwarg\.N: unknown config key; marl eval --override takes"),
+    case("eval override without a value", "eval {run} --override N",
+         r"--override: expected KEY=VALUE, got 'N'; e\.g\. --override env\.kwargs\.N=5",
+         subprocess=True),
+    case("eval override with a bad value", "eval {run} --override env.max_episode_steps=0",
+         r"env\.max_episode_steps: expected an integer >= 1 or None, got 0"),
+    case("eval override the task does not take", "eval {run} --override env.kwargs.N=3",
+         r"'toy/coop_match' does not accept the keyword argument 'N'"),
+    case("eval of a policy tied to the number of agents",
+         "eval {run} --override env.kwargs.num_agents=3",
+         r"checkpoint step_\d+\.pt does not fit env\.kwargs\.num_agents=3 \(group 'agent': 2 "
+         r"-> 3 agents\): groups\.agent_id=true adds a one-hot ID of size N \(train with "
+         r"groups\.agent_id=false\)\. Policy tensors that changed: "
+         r"groups\.agent\.actor\.mlp\.0\.weight \[64, 5\] -> \[64, 6\]$", subprocess=True),
     # Sweeps (all refused before any git or job work).
     case("missing sweep file", "sweep {inputs}/missing_sweep.yaml --dry-run",
          r"sweep file .*missing_sweep\.yaml does not exist"),

@@ -55,3 +55,17 @@ def test_marl_eval_sends_actions_in_the_spaces_own_range(
     assert main(["eval", str(result.run_dir), "--episodes", "2", "--greedy"]) == 0
     assert json.loads(capsys.readouterr().out)["episodes"] == 2
     assert RECEIVED and {a for _, a in RECEIVED} <= {7, 8, 9}
+
+
+def test_random_play_sends_every_allowed_action_and_no_masked_one(tmp_path: Path) -> None:
+    overrides = {"env.task": "toy_factories:offset_actions", "env.kwargs.start": "7",
+                 "env.num_envs": "2", "algo.num_steps": "8", "groups.hidden": "[8]",
+                 "train.total_env_steps": "16", "run.dir": str(tmp_path / "run"),
+                 "run.tensorboard": "false", "train.progress": "false", "torch_threads": "1"}
+    result = train(load(overrides=overrides))
+    RECEIVED.clear()
+    report = evaluate(result.run_dir, episodes=20, random_play=True)
+    assert report["policy"] == "random" and report["episodes"] == 20
+    # 80 draws per agent: every allowed action turns up, agent_1's masked one never.
+    assert _received("agent_0") == {7, 8, 9}
+    assert _received("agent_1") == {8, 9}
