@@ -55,8 +55,14 @@ def train(config: Config, stream: TextIO = sys.stdout) -> RunResult:
         torch.set_num_threads(config.torch_threads)
     device = resolve_device(config.device)
     env = build_env(config, device)
-    algo = make_learner(env, config, device)
-    evaluator = make_evaluator(config, device)
+    try:
+        algo = make_learner(env, config, device)
+        evaluator = make_evaluator(config, device)
+    except BaseException:
+        env.close()  # subprocess workers would outlive the error
+        raise
+    # Only now: a config the learner refuses leaves no empty run directory behind.
+    run_dir.mkdir(parents=True, exist_ok=True)
     tracker = EpisodeTracker({n: s.num_agents for n, s in env.groups.items()}, env.num_envs,
                              device)
     writer = MetricsWriter(run_dir, config.run.tensorboard, config.train.progress,
@@ -199,7 +205,6 @@ def _run_dir(config: Config) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = Path("runs") / (f"{name}__{config.algo.name}__{config.groups.sharing}"
                                   f"__s{config.seed}__{stamp}")
-    run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 

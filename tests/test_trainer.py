@@ -195,3 +195,14 @@ def test_trains_on_torch_mpe_tasks(tmp_path: Path, task: str, algo: str) -> None
     # 64 copies, 8-step episodes: every logged window holds finished episodes of length 8.
     assert all(row["episodes"] > 0 and row["episode_length"] == 8 for row in rows)
     assert all(math.isfinite(value) for row in rows for value in row.values())
+
+
+def test_a_config_the_learner_refuses_leaves_no_run_directory(tmp_path: Path) -> None:
+    """The encoder is checked when the networks are built, after the env: the error must
+    not leave an empty run directory behind."""
+    run_dir = tmp_path / "run"
+    config = load(overrides={"env.task": "toy/coop_match", "groups.encoder": "cnn",
+                             "run.dir": str(run_dir), "run.tensorboard": "false"})
+    with pytest.raises(ConfigError, match="encoder 'cnn' does not take observations"):
+        train(config)
+    assert not run_dir.exists()
