@@ -1,7 +1,6 @@
 """The learner contract, the algorithm registry, and the import graph of ``marl``."""
 
 import ast
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,12 +19,7 @@ MARL = Path(__file__).resolve().parents[1] / "marl"
 TASKS = {"discrete": "toy/coop_match", "continuous": "toy/reach"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(name: str, task: str) -> Config:

@@ -1,6 +1,5 @@
 """IQL, VDN, QMIX, MADDPG and MATD3: wiring, exploration, delayed updates, bad input."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,7 @@ from marl.trainer import train
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tests here drive the learners directly, without the trainer that sets one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TASKS = {"iql": "toy/coop_match", "vdn": "toy/coop_match", "qmix": "toy/coop_match",

@@ -54,11 +54,15 @@ def gru_scan(
     reset_update_steps = reset_update_in.unbind(1)
     candidate_steps = candidate_in.unbind(1)
     keep_steps = keep.unbind(1)
-    # One host read per sequence, not one kernel per step: most steps start no episode,
-    # and most tasks keep every agent alive.
-    resets: list[bool] = (keep < 1.0).flatten(2).any(2).any(0).tolist()
-    if alive is not None and bool(alive.all()):
-        alive = None
+    # Over a sequence, one host read saves a kernel per step: most steps start no episode,
+    # and most tasks keep every agent alive. A single step (acting) keeps both kernels and
+    # reads nothing back, so the rollout never waits on the device.
+    resets: list[bool] = [True] * len(candidate_steps)
+    if len(candidate_steps) > 1:
+        read: list[bool] = (keep < 1.0).flatten(2).any(2).any(0).tolist()
+        resets = read
+        if alive is not None and bool(alive.all()):
+            alive = None
     alive_steps: list[Tensor] = [] if alive is None else list(alive.unbind(1))
     states: list[Tensor] = []
     for t in range(len(candidate_steps)):
