@@ -34,6 +34,7 @@ from marl.nets import (
     choose_encoder,
     default_conv_layers,
     make_cnn_encoder,
+    make_composed_group_net,
     make_entity_encoder,
     make_trunk,
     mlp,
@@ -303,7 +304,9 @@ def test_stacked_trunk_keeps_layer_norm_parameters_per_agent() -> None:
 @pytest.mark.parametrize(
     ("shape", "requested", "expected"),
     [((18,), "auto", "mlp"), ((7, 7, 3), "auto", "cnn"), ((6, 7), "auto", "entity"),
-     ((84, 84, 3), "cnn", "cnn"), ((6, 7), "entity", "entity"), ((18,), "mlp", "mlp")],
+     ((84, 84, 3), "cnn", "cnn"), ((6, 7), "entity", "entity"), ((18,), "mlp", "mlp"),
+     # Named, the MLP flattens any shape: the baseline for images and entity rows.
+     ((7, 7, 3), "mlp", "mlp"), ((27, 5), "mlp", "mlp"), ((2, 3, 4, 5), "mlp", "mlp")],
 )
 def test_chooser_picks_the_encoder_for_the_shape(
     shape: tuple[int, ...], requested: str, expected: str
@@ -316,6 +319,7 @@ def test_chooser_picks_the_encoder_for_the_shape(
     [((2, 3, 4, 5), "auto", r"no encoder takes observations of shape \[2, 3, 4, 5\]: mlp takes "
       r"\[D\], cnn takes \[H, W, C\], entity takes \[N, F\]"),
      ((), "auto", r"no encoder takes observations of shape \[\]"),
+     ((), "mlp", r"encoder 'mlp' does not take observations of shape \[\]"),
      ((18,), "cnn", r"encoder 'cnn' does not take observations of shape \[18\]"),
      ((7, 7, 3), "entity", r"encoder 'entity' does not take .* \[7, 7, 3\]"),
      ((0, 3), "auto", r"has an empty axis"),
@@ -397,3 +401,14 @@ def test_layer_norm_functional_matches_module() -> None:
     x = torch.randn(5, 8)
     normed = functional.layer_norm(x, (8,), eps=norm.eps)
     torch.testing.assert_close(torch.addcmul(norm.bias, normed, norm.weight), norm(x))
+
+
+@pytest.mark.parametrize("sharing", ["shared", "independent"])
+def test_a_named_mlp_reads_an_image_flattened_as_the_flat_mlp_does(sharing: str) -> None:
+    torch.manual_seed(0)
+    image = make_composed_group_net(sharing, (7, 7, 3), 5, 3, encoder="mlp")
+    torch.manual_seed(0)
+    flat = make_composed_group_net(sharing, (147,), 5, 3, encoder="mlp")
+    assert type(image) is type(flat)
+    x = torch.randn(4, 3, 147)
+    assert torch.equal(image(x), flat(x))

@@ -3,7 +3,9 @@
 A composed network is ``encoder -> (one-hot ID) -> trunk -> (GRU) -> head``. The encoder
 follows the observation's shape (one agent's, without batch or agent axes):
 
-- ``"mlp"``: flat ``[D]``; no encoder, the MLP trunk reads the features directly;
+- ``"mlp"``: flat ``[D]``; no encoder, the MLP trunk reads the features directly. Named
+  explicitly it takes any shape, flattened (an MLP on an image or on entity rows, the
+  baseline the other encoders are measured against);
 - ``"cnn"``: images ``[H, W, C]``, channels last (:mod:`marl.nets.cnn`);
 - ``"entity"``: entity rows ``[N, F]`` (:mod:`marl.nets.entity`); a flat observation
   gets this shape from an :class:`~marl.nets.entity_layout.EntityLayout`.
@@ -32,7 +34,8 @@ def choose_encoder(obs_shape: Sequence[int], requested: str = "auto") -> str:
     Args:
         obs_shape: one agent's observation shape, e.g. ``(18,)``, ``(7, 7, 3)``, ``(6, 7)``.
         requested: ``"auto"`` (by the number of axes: 1 -> mlp, 2 -> entity, 3 -> cnn) or
-            an encoder name, which is checked against the shape.
+            an encoder name, which is checked against the shape (``"mlp"`` takes any
+            shape, flattened).
 
     Raises:
         ValueError: for an unknown name, or a shape the requested encoder (for ``"auto"``:
@@ -43,7 +46,8 @@ def choose_encoder(obs_shape: Sequence[int], requested: str = "auto") -> str:
     expected = ", ".join(f"{name} takes {layout}" for name, layout in ENCODER_SHAPES.items())
     by_rank = {rank: name for name, rank in _RANKS.items()}
     chosen = by_rank.get(len(shape)) if requested == "auto" else requested
-    if chosen is None or len(shape) != _RANKS[chosen]:
+    flattens = chosen == "mlp" and requested == "mlp" and len(shape) >= 1
+    if chosen is None or (len(shape) != _RANKS[chosen] and not flattens):
         raise ValueError(_mismatch(shape, requested, expected))
     if min(shape) < 1:
         raise ValueError(
@@ -56,10 +60,12 @@ def _mismatch(shape: list[int], requested: str, expected: str) -> str:
     """The one-line message for a shape ``requested`` does not take."""
     if requested == "auto":
         return (
-            f"no encoder takes observations of shape {shape}: {expected}. Flatten or reshape "
-            "the observation, or give an entity layout for a flat one."
+            f"no encoder takes observations of shape {shape}: {expected}. Reshape the "
+            "observation, name encoder 'mlp' (it flattens any shape), or give an entity "
+            "layout for a flat one."
         )
     return (
         f"encoder {requested!r} does not take observations of shape {shape}: {expected}. "
-        "Set encoder to 'auto' or to the encoder for this shape."
+        "Set encoder to 'auto', to the encoder for this shape, or to 'mlp' (it flattens "
+        "any shape)."
     )
