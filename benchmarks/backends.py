@@ -1,9 +1,13 @@
 """Forward, and forward+backward+Adam, of N agents' networks under each backend.
 
     python -m benchmarks.backends [--quick] [--out DIR] [--n 2 8] [--batch 64]
-                                  [--sizes 2x64 3x256 gru64] [--seq 25] [--threads 1]
+                                  [--sizes 2x64 3x256 gru64 cnn entity] [--seq 25]
+                                  [--threads 1]
 
-For every network size (MLPs, and GRU networks run over a sequence of ``--seq`` steps),
+For every network size (MLPs, GRU networks run over a sequence of ``--seq`` steps, and
+the observation encoders: ``cnn`` on 7x7x3 images as in SISL pursuit, ``entity`` on 6 rows
+of 7 features as the ``mpe_spread`` layout of Simple Spread, each followed by the 2x64
+trunk),
 agent count ``N`` and per-agent batch, each network kind runs in its
 own fresh process (a used ``torch.jit.fork`` can slow later work in the same
 process): ``loop``, ``fork`` and ``batched`` independent networks, and the
@@ -40,7 +44,19 @@ SIZES = {"2x64": (64, 64), "3x256": (256, 256, 256)}
 GRU_SIZES = {"gru64": 64}
 """GRU networks by state size ``H``: one input layer of ``H``, a GRU of ``H``, a linear head
 (EPyMARL's recurrent agent), called on a whole sequence ``[T, batch, N, 18]``."""
+ENCODER_SIZES = {"cnn": (7, 7, 3), "entity": (6, 7)}
+"""Encoder networks by name: one agent's observation shape (``encoder -> 2x64 MLP ->
+head``); the network reads it flattened, ``[batch, N, prod(shape)]``, as learners store it.
+Independent CNNs under ``batched`` are one grouped convolution over agents."""
 IN_FEATURES, OUT_FEATURES = 18, 5
+
+
+def in_features(size: str) -> int:
+    """Flat input features per agent of network ``size``."""
+    if size in ENCODER_SIZES:
+        shape = ENCODER_SIZES[size]
+        return shape[0] * shape[1] * (shape[2] if len(shape) > 2 else 1)
+    return IN_FEATURES
 
 
 def pick_device(name: str) -> torch.device:
@@ -83,10 +99,13 @@ def time_blocks(call: Callable[[], object], device: torch.device, blocks: int,
 
 
 def build(kind: str, num_agents: int, size: str) -> torch.nn.Module:
-    from marl.nets import make_group_net, make_recurrent_group_net
+    from marl.nets import make_composed_group_net, make_group_net, make_recurrent_group_net
 
     sharing = "shared" if kind == "shared" else "independent"
     backend = "batched" if kind == "shared" else kind
+    if size in ENCODER_SIZES:
+        return make_composed_group_net(sharing, ENCODER_SIZES[size], OUT_FEATURES, num_agents,
+                                       encoder=size, hidden=SIZES["2x64"], backend=backend)
     if size in GRU_SIZES:
         return make_recurrent_group_net(sharing, IN_FEATURES, OUT_FEATURES, num_agents,
                                         rnn_hidden=GRU_SIZES[size], backend=backend)
@@ -96,10 +115,10 @@ def build(kind: str, num_agents: int, size: str) -> torch.nn.Module:
 
 def make_call(net: torch.nn.Module, size: str, num_agents: int, batch: int, seq: int,
               device: torch.device) -> Callable[[], torch.Tensor]:
-    """The call to time: ``net`` on ``[batch, N, 18]``, or for a GRU on a sequence
+    """The call to time: ``net`` on ``[batch, N, D]``, or for a GRU on a sequence
     ``[seq, batch, N, 18]`` from a zero state (an episode starting at step 0)."""
     if size not in GRU_SIZES:
-        x = torch.randn(batch, num_agents, IN_FEATURES, device=device)
+        x = torch.randn(batch, num_agents, in_features(size), device=device)
         return lambda: net(x)
     obs = torch.randn(seq, batch, num_agents, IN_FEATURES, device=device)
     hidden = torch.zeros(batch, num_agents, GRU_SIZES[size], device=device)
@@ -135,7 +154,9 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def _table(rows: list[dict[str, Any]], size: str, mode: str, seq: int) -> list[str]:
-    net = f"GRU over {seq} steps" if size in GRU_SIZES else "MLP"
+    net = (f"GRU over {seq} steps" if size in GRU_SIZES else
+           f"encoder on {'x'.join(map(str, ENCODER_SIZES[size]))} + MLP 2x64"
+           if size in ENCODER_SIZES else "MLP")
     lines = [f"### {size} {net}, {mode}{' + backward + Adam' if mode == 'train' else ''} "
              "(us per call, median over blocks)", "",
              "| N | batch/agent | " + " | ".join(KINDS) + " | fork / loop | fastest |",
@@ -157,8 +178,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 64, 1024])
-    parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES | GRU_SIZES),
-                        default=[*SIZES, *GRU_SIZES])
+    parser.add_argument("--sizes", nargs="+", choices=[*SIZES, *GRU_SIZES, *ENCODER_SIZES],
+                        default=[*SIZES, *GRU_SIZES, *ENCODER_SIZES])
     parser.add_argument("--seq", type=int, default=25,
                         help="time steps of a GRU call (25: an MPE episode)")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
@@ -174,7 +195,7 @@ def main() -> None:
         _worker(args)
         return
     if args.quick:
-        args.n, args.batch, args.sizes, args.seq = [2], [4], ["2x64", "gru64"], 4
+        args.n, args.batch, args.sizes, args.seq = [2], [4], ["2x64", "gru64", "cnn"], 4
         args.blocks, args.block_s, args.budget_s = 2, 0.005, 0.05
     rows: list[dict[str, Any]] = []
     for size in args.sizes:
@@ -201,8 +222,8 @@ def main() -> None:
 
 def _report(args: argparse.Namespace, rows: list[dict[str, Any]], plot: bool) -> str:
     """Write results.json and results.md (and the plot) for the rows measured so far."""
-    lines = [f"torch threads {args.threads}, device {rows[0]['device']}; input 18 -> "
-             "output 5; batch is per agent (the shared net sees N x batch rows); a GRU "
+    lines = [f"torch threads {args.threads}, device {rows[0]['device']}; input 18 (encoders: "
+             "the flattened observation) -> output 5; batch is per agent (the shared net sees N x batch rows); a GRU "
              f"call runs {args.seq} steps of that batch.", ""]
     panels: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for size in args.sizes:
@@ -218,7 +239,10 @@ def _report(args: argparse.Namespace, rows: list[dict[str, Any]], plot: bool) ->
                   {"threads": args.threads, "unit": "microseconds per call",
                    "in_features": IN_FEATURES, "out_features": OUT_FEATURES,
                    "sizes": {s: list(SIZES[s]) if s in SIZES else [GRU_SIZES[s]]
-                             for s in args.sizes},
+                             for s in args.sizes if s not in ENCODER_SIZES},
+                   "encoders": {s: {"obs_shape": list(ENCODER_SIZES[s]),
+                                    "hidden": list(SIZES["2x64"])}
+                                for s in args.sizes if s in ENCODER_SIZES},
                    "recurrent": {s: {"rnn_hidden": GRU_SIZES[s], "seq": args.seq}
                                  for s in args.sizes if s in GRU_SIZES},
                    "complete": plot})

@@ -77,9 +77,9 @@ def test_backends_quick_writes_results(tmp_path: Path) -> None:
     results = _run_quick("backends", tmp_path)
     rows = results["rows"]
     kinds = {"loop", "fork", "batched", "shared"}
-    # Every kind for the MLP and for the GRU network (run over a short sequence).
+    # Every kind for the MLP, the GRU network (run over a short sequence) and the CNN.
     assert {(row["size"], row["kind"]) for row in rows} == {
-        (size, kind) for size in ("2x64", "gru64") for kind in kinds}
+        (size, kind) for size in ("2x64", "gru64", "cnn") for kind in kinds}
     for row in rows:
         assert {"size", "n", "batch", "seq", "threads", "device", "forward", "train"} <= set(row)
         assert row["threads"] == 1
@@ -88,9 +88,11 @@ def test_backends_quick_writes_results(tmp_path: Path) -> None:
             _check_summary(row[mode])
             assert len(row[mode]["blocks"]) >= 2
     assert results["recurrent"] == {"gru64": {"rnn_hidden": 64, "seq": 4}}
+    assert results["encoders"] == {"cnn": {"obs_shape": [7, 7, 3], "hidden": [64, 64]}}
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| N | batch/agent | loop | fork | batched | shared |" in table
     assert "### gru64 GRU over 4 steps, train + backward + Adam" in table
+    assert "### cnn encoder on 7x7x3 + MLP 2x64, forward" in table
 
 
 def test_optimiser_quick_writes_results(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -272,3 +274,31 @@ def test_the_transfer_sweep_trains_one_policy_shape_at_every_n() -> None:
             if not training_only(f"{module_name}.{key}")}
     assert shapes[3] == shapes[4] == shapes[5]
     assert any(".encoder." in name for name in shapes[3])  # the entity encoder is there
+
+
+def test_the_transfer_benchmark_plays_every_policy_at_every_size(tmp_path: Path) -> None:
+    """``benchmarks/entity_transfer.py`` over a sweep-shaped folder: N=3 and N=4, one seed."""
+    sweep = tmp_path / "sweep"
+    for n in (3, 4):
+        _train(sweep / f"abc__env.kwargs.N={n}" / "seed_1", 128,
+               **{**TRANSFERABLE, "env.kwargs.N": n})
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.entity_transfer", str(sweep), "--episodes", "4",
+         "--out", str(out)], cwd=Path(SWEEP).parents[2], capture_output=True, text=True,
+        check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    played = {(row["n"], row["which"]): row for row in rows}
+    assert set(played) == {(n, p) for n in (3, 4)
+                           for p in ("N=3 policy", "trained at N", "random")}
+    for (n, policy), row in played.items():
+        assert row["num_agents"] == {"agent": n} and row["episodes"] == 4
+        trained_at = 4 if (n, policy) == (4, "trained at N") else 3
+        assert row["run_dir"].endswith(f"N={trained_at}/seed_1")
+        assert row["policy"] == ("random" if policy == "random" else "checkpoint")
+    # At N=3, the source policy and "trained at N" are the same run and the same episodes.
+    assert (played[(3, "N=3 policy")]["episode_return_mean"]
+            == played[(3, "trained at N")]["episode_return_mean"])
+    assert played[(4, "N=3 policy")]["overrides"] == {"env.kwargs.N": 4}
+    assert "| 4 | N=3 policy | 1 |" in (out / "results.md").read_text()
