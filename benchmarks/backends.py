@@ -223,8 +223,8 @@ def main() -> None:
 def _report(args: argparse.Namespace, rows: list[dict[str, Any]], plot: bool) -> str:
     """Write results.json and results.md (and the plot) for the rows measured so far."""
     lines = [f"torch threads {args.threads}, device {rows[0]['device']}; input 18 (encoders: "
-             "the flattened observation) -> output 5; batch is per agent (the shared net sees N x batch rows); a GRU "
-             f"call runs {args.seq} steps of that batch.", ""]
+             "the flattened observation) -> output 5; batch is per agent (the shared net "
+             f"sees N x batch rows); a GRU call runs {args.seq} steps of that batch.", ""]
     panels: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for size in args.sizes:
         for mode in MODES:
