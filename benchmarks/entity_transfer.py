@@ -16,6 +16,7 @@ evaluation.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import write_results
+from marl.config import load
 from marl.evaluate import evaluate
 from marl.experiments.stats import iqm, mean, stratified_bootstrap_ci
 
@@ -30,13 +32,22 @@ SOURCE_N = 3
 POLICIES = ("N=3 policy", "trained at N", "random")
 
 
+def finished(run: Path) -> bool:
+    """Whether ``run`` trained its whole budget (its last metrics line reaches it)."""
+    lines = (run / "metrics.jsonl").read_text().splitlines() if (
+        run / "metrics.jsonl").is_file() else []
+    return bool(lines) and (json.loads(lines[-1])["env_steps"]
+                            >= load(run / "config.yaml").train.total_env_steps)
+
+
 def find_runs(sweep: Path) -> dict[int, dict[int, Path]]:
-    """``{N: {seed: run_dir}}`` of a sweep over ``env.kwargs.N`` (``<label>/seed_<s>``)."""
+    """``{N: {seed: run_dir}}`` of the finished runs of a sweep over ``env.kwargs.N``
+    (``<label>/seed_<s>``); a run still training (or stopped early) is left out."""
     runs: dict[int, dict[int, Path]] = {}
     for config in sorted(sweep.glob("*/seed_*/config.yaml")):
         run = config.parent
         match = re.search(r"env\.kwargs\.N=(\d+)", run.parent.name)
-        if match is None or not any((run / "checkpoints").glob("*")):
+        if match is None or not finished(run):
             continue
         runs.setdefault(int(match.group(1)), {})[int(run.name.split("_")[1])] = run
     return runs

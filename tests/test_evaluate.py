@@ -282,6 +282,11 @@ def test_the_transfer_benchmark_plays_every_policy_at_every_size(tmp_path: Path)
     for n in (3, 4):
         _train(sweep / f"abc__env.kwargs.N={n}" / "seed_1", 128,
                **{**TRANSFERABLE, "env.kwargs.N": n})
+    # A run that has not trained its budget yet (checkpoints, metrics, but short of it).
+    unfinished = _train(sweep / "abc__env.kwargs.N=3" / "seed_2", 128, **TRANSFERABLE)
+    config = unfinished / "config.yaml"
+    config.write_text(config.read_text().replace("total_env_steps: 128",
+                                                 "total_env_steps: 100000"))
     out = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.entity_transfer", str(sweep), "--episodes", "4",
@@ -290,6 +295,7 @@ def test_the_transfer_benchmark_plays_every_policy_at_every_size(tmp_path: Path)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = json.loads((out / "results.json").read_text())["rows"]
     played = {(row["n"], row["which"]): row for row in rows}
+    assert {row["seed"] for row in rows} == {1}  # the unfinished seed 2 is left out
     assert set(played) == {(n, p) for n in (3, 4)
                            for p in ("N=3 policy", "trained at N", "random")}
     for (n, policy), row in played.items():
