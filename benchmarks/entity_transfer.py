@@ -6,7 +6,8 @@
 For every seed of the policy trained with N=3 agents, and every N it is played at, three
 rows: the N=3 policy unchanged (``marl eval RUN --override env.kwargs.N=n``), the policy
 trained at that N with the same seed (played at its own N), and uniform random play in the
-same env (``--random``). Each evaluation plays ``--episodes`` episodes from one evaluation
+same env (``--random``; played once per N, since it depends on the env alone). Each
+evaluation plays ``--episodes`` episodes from one evaluation
 seed with actions sampled from the policy (``marl eval``'s default; ``--greedy`` takes the
 most likely action). The table gives the mean per-agent return over the training seeds
 with a 95% bootstrap interval over them, and IQM; ``results.json`` keeps every
@@ -71,17 +72,28 @@ def main() -> None:
         parser.error(f"{args.sweep} holds no finished run with env.kwargs.N={SOURCE_N}; "
                      "run the sweep first (see this module's docstring)")
     rows: list[dict[str, Any]] = []
+    played: dict[tuple[str, int], dict[str, Any]] = {}  # each distinct play runs once
+
+    def play(run: Path, trained_n: int, n: int, random_play: bool) -> dict[str, Any]:
+        """``run`` (trained with ``trained_n`` agents) played with ``n``; random play
+        depends on the env alone (one evaluation seed), not on the run."""
+        key = ("random" if random_play else str(run), n)
+        if key not in played:
+            played[key] = evaluate(run, episodes=args.episodes, greedy=args.greedy,
+                                   random_play=random_play,
+                                   overrides={} if trained_n == n else {"env.kwargs.N": n})
+        return played[key]
+
     for n in sorted(runs):
+        rows.append({"n": n, "seed": None, "which": "random",
+                     **play(runs[SOURCE_N][min(runs[SOURCE_N])], SOURCE_N, n, True)})
         for seed, source in sorted(runs[SOURCE_N].items()):
-            override = {} if n == SOURCE_N else {"env.kwargs.N": n}
-            plays = {"N=3 policy": (source, override, False),
-                     "trained at N": (runs[n].get(seed), {}, False),
-                     "random": (source, override, True)}
-            for policy, (run, keys, random_play) in plays.items():
+            native = runs[n].get(seed)
+            for policy, run, trained_n in (("N=3 policy", source, SOURCE_N),
+                                           ("trained at N", native, n)):
                 if run is None:
                     continue
-                result = evaluate(run, episodes=args.episodes, greedy=args.greedy,
-                                  overrides=keys, random_play=random_play)
+                result = play(run, trained_n, n, False)
                 rows.append({"n": n, "seed": seed, "which": policy, **result})
                 print(f"N={n} seed {seed} {policy}: {result['episode_return_mean']:.2f}",
                       flush=True)
@@ -92,9 +104,13 @@ def main() -> None:
              "| N agents | policy | seeds | mean [95% CI] | IQM |", "|---|---|---|---|---|"]
     for n in sorted(runs):
         for policy in POLICIES:
-            values = [r["episode_return_mean"] for r in rows
-                      if r["n"] == n and r["which"] == policy]
-            if values:
+            chosen = [r for r in rows if r["n"] == n and r["which"] == policy]
+            values = [r["episode_return_mean"] for r in chosen]
+            if policy == "random":  # one play: its interval is over episodes
+                low, high = chosen[0]["ci95"]
+                lines.append(f"| {n} | {policy} | - | {values[0]:.2f} [{low:.2f}, {high:.2f}] "
+                             "(over episodes) | - |")
+            elif values:
                 lines.append(f"| {n} | {policy} | {len(values)} | {_cell(values)} | "
                              f"{float(iqm(np.asarray(values))):.2f} |")
     table = "\n".join(lines)

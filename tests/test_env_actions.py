@@ -10,7 +10,7 @@ from toy_factories import RECEIVED
 from marl.cli import main
 from marl.config import load
 from marl.evaluate import evaluate
-from marl.trainer import train
+from marl.trainer import RunResult, train
 
 
 def _received(agent: str) -> set[int]:
@@ -43,13 +43,18 @@ def test_every_learner_sends_actions_in_the_spaces_own_range(tmp_path: Path, alg
     assert len(RECEIVED) == 4 * 4 * 2  # 4 episodes of 4 steps, 2 agents
 
 
-def test_marl_eval_sends_actions_in_the_spaces_own_range(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _train_offset(tmp_path: Path, steps: int) -> RunResult:
+    """A tiny IPPO run on ``offset_actions`` (actions ``7..9``) in ``tmp_path / "run"``."""
     overrides = {"env.task": "toy_factories:offset_actions", "env.kwargs.start": "7",
                  "env.num_envs": "2", "algo.num_steps": "8", "groups.hidden": "[8]",
-                 "train.total_env_steps": "32", "run.dir": str(tmp_path / "run"),
+                 "train.total_env_steps": str(steps), "run.dir": str(tmp_path / "run"),
                  "run.tensorboard": "false", "train.progress": "false", "torch_threads": "1"}
-    result = train(load(overrides=overrides))
+    return train(load(overrides=overrides))
+
+
+def test_marl_eval_sends_actions_in_the_spaces_own_range(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = _train_offset(tmp_path, 32)
     RECEIVED.clear()
     capsys.readouterr()
     assert main(["eval", str(result.run_dir), "--episodes", "2", "--greedy"]) == 0
@@ -58,11 +63,7 @@ def test_marl_eval_sends_actions_in_the_spaces_own_range(
 
 
 def test_random_play_sends_every_allowed_action_and_no_masked_one(tmp_path: Path) -> None:
-    overrides = {"env.task": "toy_factories:offset_actions", "env.kwargs.start": "7",
-                 "env.num_envs": "2", "algo.num_steps": "8", "groups.hidden": "[8]",
-                 "train.total_env_steps": "16", "run.dir": str(tmp_path / "run"),
-                 "run.tensorboard": "false", "train.progress": "false", "torch_threads": "1"}
-    result = train(load(overrides=overrides))
+    result = _train_offset(tmp_path, 16)
     RECEIVED.clear()
     report = evaluate(result.run_dir, episodes=20, random_play=True)
     assert report["policy"] == "random" and report["episodes"] == 20
