@@ -196,6 +196,10 @@ class GroupsConfig:
         default="none")
     rnn_hidden: int = _help("groups.rnn=gru: the GRU's hidden-state size", default=64)
 
+    def sharing_of(self, group: str) -> str:
+        """The sharing mode of ``group``: its entry in ``overrides``, else ``sharing``."""
+        return self.overrides.get(group, self.sharing)
+
 
 @dataclass(frozen=True)
 class OptimConfig:

@@ -179,7 +179,7 @@ def _causes(config: Config, old: Mapping[str, tuple[int, tuple[int, ...]]],
     causes: dict[str, None] = {}  # ordered and without repeats
     for name, (agents, shape) in new.items():
         was_agents, was_shape = old.get(name, (agents, shape))
-        sharing = groups.overrides.get(name, groups.sharing)
+        sharing = groups.sharing_of(name)
         if was_agents != agents and sharing == "independent":
             key = f"groups.overrides.{name}" if name in groups.overrides else "groups.sharing"
             causes[f"{key}=independent keeps weights per agent (train with "

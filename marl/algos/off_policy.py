@@ -67,7 +67,7 @@ class OffPolicy:
         self.num_agents = {name: spec.num_agents for name, spec in env.groups.items()}
         self.state_features = (math.prod(env.state_shape) if env.state_shape is not None
                                else None)
-        self.sharing = {name: config.groups.overrides.get(name, config.groups.sharing)
+        self.sharing = {name: config.groups.sharing_of(name)
                         for name in env.groups}
         obs_norm = config.algo.obs_norm
         self.obs_norm = nn.ModuleDict(

@@ -72,7 +72,7 @@ class PPO:
             critic_features = obs_features
             if self.centralised:
                 critic_features = state_features or obs_features * spec.num_agents
-            sharing = config.groups.overrides.get(name, config.groups.sharing)
+            sharing = config.groups.sharing_of(name)
             self.groups[name] = AgentGroup(spec, critic_features, sharing, config,
                                            critic_on_obs=not self.centralised)
         self.state_norm = (RunningMeanStd((state_features,))
