@@ -46,7 +46,7 @@ def choose_encoder(obs_shape: Sequence[int], requested: str = "auto") -> str:
     expected = ", ".join(f"{name} takes {layout}" for name, layout in ENCODER_SHAPES.items())
     by_rank = {rank: name for name, rank in _RANKS.items()}
     chosen = by_rank.get(len(shape)) if requested == "auto" else requested
-    flattens = chosen == "mlp" and requested == "mlp" and len(shape) >= 1
+    flattens = requested == "mlp" and len(shape) >= 1  # a named MLP reads any shape flat
     if chosen is None or (len(shape) != _RANKS[chosen] and not flattens):
         raise ValueError(_mismatch(shape, requested, expected))
     if min(shape) < 1:
