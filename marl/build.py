@@ -25,6 +25,7 @@ from marl.algos.registry import ACTION_KINDS, ALGORITHMS
 from marl.config import Config, ConfigError, apply
 from marl.play import EVAL_SEED_OFFSET, Evaluator, preserved_rng
 from marl.replay import ReplayBuffer
+from marl.selective.runtime import adopt_checkpoint_index
 
 LearnerFactory = Callable[[BatchedEnv, Config, torch.device], Learner]
 
@@ -128,7 +129,10 @@ def load_modules(learner: Learner, state: dict[str, Any], path: Path) -> None:
     """Load network and normaliser weights; a mismatch names the checkpoint and the cause."""
     for name, module in learner.modules().items():
         try:
-            module.load_state_dict(state["modules"][name])
+            saved = state["modules"][name]
+            # Selective groups: K networks as the checkpoint has them, before loading.
+            learner.optimizer.swap_parameters(adopt_checkpoint_index(module, saved))
+            module.load_state_dict(saved)
         except (KeyError, RuntimeError) as error:
             raise checkpoint.CheckpointError(
                 f"checkpoint {path} does not fit this run's {name!r} (was it written with other "

@@ -168,7 +168,8 @@ class AlgoConfig:
 
 @dataclass(frozen=True)
 class GroupsConfig:
-    sharing: str = _help("'shared' (one network per group) or 'independent' (one per agent)",
+    sharing: str = _help("'shared' (one network per group), 'independent' (one per agent) or "
+                         "'selective' (K networks, agents clustered after a warm-up)",
                          default="shared")
     backend: str = _help("independent networks: 'batched' (stacked weights), 'fork' "
                          "(TorchScript + torch.jit.fork) or 'loop'", default="batched")
@@ -195,6 +196,13 @@ class GroupsConfig:
         "head, for policies, IPPO critics and Q networks; a state critic stays feed-forward",
         default="none")
     rnn_hidden: int = _help("groups.rnn=gru: the GRU's hidden-state size", default=64)
+    clusters: int | str = _help(
+        "selective sharing: the number of networks K (1 .. agents in the group), or 'auto' "
+        "(one network if the agents look alike, else the K of best Davies-Bouldin score)",
+        default="auto")
+    selective_warmup: int = _help(
+        "selective sharing: env steps in which the group acts through one shared network "
+        "and records transitions, before its agents are clustered", default=10_000)
 
     def sharing_of(self, group: str) -> str:
         """The sharing mode of ``group``: its entry in ``overrides``, else ``sharing``."""

@@ -80,7 +80,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "algo.name": tuple(ALGORITHMS),
     "algo.target_update": ("soft", "hard"),
     "algo.reward_norm": ("none", "running", "episode"),
-    "groups.sharing": ("shared", "independent"),
+    "groups.sharing": ("shared", "independent", "selective"),
     "groups.backend": ("batched", "fork", "loop"),
     "groups.activation": ("tanh", "relu"),
     "groups.encoder": ("auto", "mlp", "cnn", "entity"),
@@ -132,6 +132,7 @@ RANGES: dict[str, Rule] = {
     "algo.target_noise_clip": positive("0.5"),
     "groups.hidden": at_least(1, "[64, 64]"),
     "groups.rnn_hidden": at_least(1, "64"),
+    "groups.selective_warmup": at_least(1, "10000"),
     "algo.seq_len": at_least(1, "25"),
     "algo.burn_in": at_least(0, "10"),
     "optim.lr": positive("0.0003"),
@@ -271,11 +272,24 @@ def check_combinations(values: Mapping[str, Any]) -> None:
             f"algo.buffer_size={values['algo.buffer_size']} holds fewer than 2 steps of "
             f"env.num_envs={num_envs} copies; e.g. algo.buffer_size={max(200_000, 2 * num_envs)}")
     check_recurrent(values)
+    check_selective(values)
     workers = values["env.num_workers"]
     if values["env.vector"] == "subprocess" and workers is not None and workers > num_envs:
         raise ConfigError(
             f"env.num_workers={workers} is more than env.num_envs={num_envs} (each worker "
             f"steps at least one copy); e.g. env.num_workers={num_envs}")
+
+
+def check_selective(values: Mapping[str, Any]) -> None:
+    """``groups.clusters``: a positive integer or ``auto`` (its upper bound, the group's
+    size, is checked when the env is known: :func:`marl.selective.runtime.check_clusters`)."""
+    clusters = values.get("groups.clusters", "auto")
+    if clusters == "auto":
+        return
+    if isinstance(clusters, bool) or not isinstance(clusters, int) or clusters < 1:
+        raise ConfigError(f"groups.clusters: expected 'auto' or an integer >= 1 (the number "
+                          f"of networks of a selective group), got {clusters!r}; e.g. "
+                          "groups.clusters=auto or groups.clusters=3")
 
 
 def check_recurrent(values: Mapping[str, Any]) -> None:

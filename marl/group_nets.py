@@ -50,7 +50,9 @@ def build_group_net(
 
     Args:
         groups: the ``groups`` section of the config.
-        sharing: ``"shared"`` or ``"independent"`` (after ``groups.overrides``).
+        sharing: ``"shared"``, ``"independent"`` or ``"selective"`` (after
+            ``groups.overrides``; selective networks start as one network, see
+            :mod:`marl.selective.runtime`).
         input_shape: one agent's observation shape (``reads_obs``), else ``(C,)``.
         out_features: per-agent outputs.
         num_agents: agents in the group.
@@ -74,6 +76,7 @@ def build_group_net(
             backend=groups.backend, layer_norm=groups.layer_norm, residual=groups.residual,
             entity_layout=layout, entity_pool=groups.entity_pool,
             rnn=groups.rnn if reads_obs else "none", rnn_hidden=groups.rnn_hidden,
+            group=group,
         )
     except ValueError as error:
         raise ConfigError(f"groups.encoder={groups.encoder}, group {group!r}: {error}") from None

@@ -143,6 +143,12 @@ class MetricsWriter:
         for summary in hparams(values, metrics):
             self.writer.file_writer.add_summary(summary)
 
+    def text(self, tag: str, text: str, env_steps: int) -> None:
+        """A text entry in tensorboard (e.g. a selective group's assignment)."""
+        if self.writer is not None:
+            self.writer.add_text(tag, text, env_steps)
+            self.writer.flush()
+
     def write(self, metrics: Mapping[str, float]) -> None:
         env_steps = int(metrics["env_steps"])
         with self.path.open("a") as stream:

@@ -14,13 +14,14 @@ optimisers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from marl.config import OptimConfig
+from marl.selective.share import Swap, swap_optimizer_parameters
 
 _ADAM_KERNELS: dict[str, dict[str, Any]] = {
     "fused": {"fused": True},
@@ -87,6 +88,15 @@ class CommonOptimizer:
                     for name, params in self.params.items()}
         every = [p for params in self.params.values() for p in params]
         return {"grad_norm": nn.utils.clip_grad_norm_(every, limit)}
+
+    def swap_parameters(self, swaps: Sequence[Swap]) -> None:
+        """Step new parameters in place of old ones (selective sharing's K stacks after
+        the warm-up), keeping their Adam moments block by block."""
+        by_id = {id(swap.old): swap.new for swap in swaps}
+        self.params = {name: [by_id.get(id(p), p) for p in params]
+                       for name, params in self.params.items()}
+        for optimizer in self.optimizers:
+            swap_optimizer_parameters(optimizer, swaps)
 
     def state_dict(self) -> dict[str, object]:
         return {"optimizers": [o.state_dict() for o in self.optimizers]}

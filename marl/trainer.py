@@ -19,10 +19,11 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 import numpy as np
 import torch
+from marl_envs.core import BatchedEnv
 
 from marl import checkpoint
 from marl.algos.base import Learner, NonFiniteLossError
@@ -31,6 +32,12 @@ from marl.config import Config, ConfigError, dump, flatten, to_dict
 from marl.group_nets import encoder_note
 from marl.logging import EpisodeTracker, MetricsWriter
 from marl.play import Evaluator
+from marl.selective.runtime import (
+    SelectiveSharing,
+    TransitionRecorder,
+    check_clusters,
+    selective_groups,
+)
 from marl.stopping import StopSignals, interrupted
 
 
@@ -55,7 +62,13 @@ def train(config: Config, stream: TextIO = sys.stdout) -> RunResult:
         torch.set_num_threads(config.torch_threads)
     device = resolve_device(config.device)
     env = build_env(config, device)
+    chosen = selective_groups(config, list(env.groups))
+    recorder = None
     try:
+        if chosen:
+            check_clusters(config, env)
+            recorder = TransitionRecorder(env, chosen)
+            env = cast(BatchedEnv, recorder)
         algo = make_learner(env, config, device)
         evaluator = make_evaluator(config, device)
     except BaseException:
@@ -68,15 +81,19 @@ def train(config: Config, stream: TextIO = sys.stdout) -> RunResult:
     writer = MetricsWriter(run_dir, config.run.tensorboard, config.train.progress,
                            config.train.total_env_steps, stream)
     saver = Checkpoints(run_dir, config, stream)
+    selective = SelectiveSharing(config, recorder, run_dir, stream) if recorder else None
     env_steps, wall_offset = 0, 0.0
     if config.run.resume and checkpoint.list_checkpoints(saver.directory):
         env_steps, wall_offset = saver.restore(algo, device)
         writer.truncate_after(env_steps)
         algo.reset_env(seed=config.seed + env_steps)
         stream.write(f"resuming {run_dir} from env step {env_steps:,}\n")
+    if selective is not None:
+        selective.start(algo.modules(), algo.optimizer)
     dump(config, run_dir / "config.yaml", notes=[encoder_note(env, config)])
     writer.hparams(flatten(to_dict(config)))
-    loop = _Loop(config, algo, tracker, writer, saver, evaluator, env_steps, wall_offset)
+    loop = _Loop(config, algo, tracker, writer, saver, evaluator, env_steps, wall_offset,
+                 selective)
     stop = StopSignals()
     try:
         with stop:
@@ -108,8 +125,10 @@ class _Loop:
 
     def __init__(self, config: Config, algo: Learner, tracker: EpisodeTracker,
                  writer: MetricsWriter, saver: Checkpoints, evaluator: Evaluator | None,
-                 env_steps: int, wall_offset: float) -> None:
+                 env_steps: int, wall_offset: float,
+                 selective: SelectiveSharing | None = None) -> None:
         self.config, self.algo, self.tracker = config, algo, tracker
+        self.selective = selective
         self.writer, self.saver, self.evaluator = writer, saver, evaluator
         self.env_steps, self.wall_offset = env_steps, wall_offset
         self.start = self.last_time = time.perf_counter()
@@ -130,6 +149,9 @@ class _Loop:
             progress = self.env_steps / total
             self.env_steps += algo.collect(self.tracker)
             losses = self._update(progress)
+            if self.selective is not None:  # after the warm-up: K networks from now on
+                self.selective.after_iteration(self.env_steps, algo.modules(), algo.optimizer,
+                                               self.writer)
             finished = self.env_steps >= total
             results = None
             if self.evaluator is not None and (self.env_steps >= next_eval or finished):

@@ -180,9 +180,9 @@ def _causes(config: Config, old: Mapping[str, tuple[int, tuple[int, ...]]],
     for name, (agents, shape) in new.items():
         was_agents, was_shape = old.get(name, (agents, shape))
         sharing = groups.sharing_of(name)
-        if was_agents != agents and sharing == "independent":
+        if was_agents != agents and sharing in ("independent", "selective"):
             key = f"groups.overrides.{name}" if name in groups.overrides else "groups.sharing"
-            causes[f"{key}=independent keeps weights per agent (train with "
+            causes[f"{key}={sharing} keeps weights per agent (train with "
                    "groups.sharing=shared)"] = None
         if was_agents != agents and sharing == "shared" and groups.agent_id:
             causes["groups.agent_id=true adds a one-hot ID of size N (train with "

@@ -147,6 +147,68 @@ class SimpleSpread:
         return -torch.linalg.vector_norm(delta, dim=-1).amin(dim=-1).sum(-1)
 
 
+def hidden_types(num_agents: int, num_types: int, type_seed: int) -> tuple[int, ...]:
+    """A balanced type per agent (type ``t`` for ``num_agents // num_types`` or one more
+    agents), shuffled by ``type_seed``."""
+    balanced = torch.arange(num_agents) % num_types
+    order = torch.randperm(num_agents, generator=torch.Generator().manual_seed(type_seed))
+    return tuple(int(t) for t in balanced[order])
+
+
+@dataclass(frozen=True)
+class HiddenColours:
+    """``hidden_colours_v0`` (no ``mpe2`` counterpart): ``N`` agents of ``K`` hidden types
+    and ``K`` landmarks, one of each colour; an agent of type ``t`` is rewarded for
+    standing on landmark ``t``, and nothing it observes says which type it is.
+
+    Observation of every agent (``4 + 2 K`` features): own velocity, own position, the
+    ``K`` landmarks' positions relative to it in colour order. Reward of agent ``i``: minus
+    its distance to the landmark of its own colour (its own reward only, no team term).
+    Agents do not collide, so ``N`` scales to hundreds of agents. One network without
+    agent IDs sees every agent alike and can serve only one colour well; one network per
+    type (or IDs that a network learns to map to types) is what the task needs.
+    """
+
+    num_agents: int = 8
+    num_types: int = 2
+    type_seed: int = 0
+    local_ratio: float | None = None
+    name: str = "hidden_colours_v0"
+    dim_c: int = 2
+    physics: Physics = field(init=False)
+    agents: tuple[str, ...] = field(init=False)
+    groups: dict[str, tuple[int, ...]] = field(init=False)
+    kinds: dict[str, AgentKind] = field(init=False)
+    types: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        n = self.num_agents
+        object.__setattr__(self, "physics", Physics(size=(0.05,) * n, movable=(True,) * n,
+                                                    collide=(False,) * n))
+        object.__setattr__(self, "agents", tuple(f"agent_{i}" for i in range(n)))
+        object.__setattr__(self, "groups", {"agent": tuple(range(n))})
+        object.__setattr__(self, "kinds", {"agent": AgentKind(movable=True, silent=True)})
+        object.__setattr__(self, "types", hidden_types(n, self.num_types, self.type_seed))
+
+    def sample(self, num_envs: int, generator: torch.Generator, device: torch.device,
+               dtype: torch.dtype) -> WorldState:
+        return _uniform_world(self.num_agents, self.num_types, self.dim_c, num_envs,
+                              generator, device, dtype)
+
+    def observe(self, world: WorldState) -> dict[str, torch.Tensor]:
+        features = [world.agent_vel, world.agent_pos, _relative_landmarks(world)]
+        return {"agent": torch.cat(features, dim=-1)}
+
+    def agent_reward(self, world: WorldState) -> torch.Tensor:
+        """Minus each agent's distance to the landmark of its colour."""
+        types = torch.tensor(self.types, device=world.agent_pos.device)
+        goal = world.landmark_pos[:, types]  # [E, n, 2]
+        return -torch.linalg.vector_norm(goal - world.agent_pos, dim=-1)
+
+    def global_reward(self, world: WorldState) -> torch.Tensor | None:
+        return None
+
+
 SPEAKER_LISTENER_COLORS = ((0.65, 0.15, 0.15), (0.15, 0.65, 0.15), (0.15, 0.15, 0.65))
 REFERENCE_COLORS = ((0.75, 0.25, 0.25), (0.25, 0.75, 0.25), (0.25, 0.25, 0.75))
 

@@ -13,6 +13,7 @@ import torch
 from marl_envs.torch_mpe.env import TorchMPEEnv
 from marl_envs.torch_mpe.parallel import TorchMPEParallelEnv
 from marl_envs.torch_mpe.scenarios import (
+    HiddenColours,
     SimpleReference,
     SimpleSpeakerListener,
     SimpleSpread,
@@ -56,7 +57,22 @@ def simple_reference_v3(num_envs: int = 1, local_ratio: float = 0.5, max_cycles:
                        continuous_actions, device, dtype, include_state)
 
 
+def hidden_colours_v0(num_envs: int = 1, N: int = 8, K: int = 2,  # noqa: N803
+                      type_seed: int = 0, max_cycles: int = 25,
+                      continuous_actions: bool = False, device: torch.device | str = "cpu",
+                      dtype: torch.dtype = torch.float32,
+                      include_state: bool = True) -> TorchMPEEnv:
+    """``N`` agents of ``K`` hidden types, each rewarded for reaching the landmark of its
+    type's colour (:class:`~marl_envs.torch_mpe.scenarios.HiddenColours`); the types are a
+    balanced assignment shuffled by ``type_seed``."""
+    if not (isinstance(N, int) and isinstance(K, int) and 1 <= K <= N):
+        raise ValueError(f"need integers 1 <= K (types) <= N (agents), got N={N!r}, K={K!r}.")
+    return TorchMPEEnv(HiddenColours(num_agents=N, num_types=K, type_seed=type_seed),
+                       num_envs, max_cycles, continuous_actions, device, dtype, include_state)
+
+
 TASKS: dict[str, Callable[..., TorchMPEEnv]] = {
+    "hidden_colours_v0": hidden_colours_v0,
     "simple_spread_v3": simple_spread_v3,
     "simple_speaker_listener_v4": simple_speaker_listener_v4,
     "simple_reference_v3": simple_reference_v3,

@@ -44,6 +44,9 @@ from marl.nets.trunk import make_trunk
 
 Encoder = SharedEncoder | IndependentEncoders
 
+COMPOSED_SHARING = ("shared", "independent", "selective")
+"""Allowed values of ``make_composed_group_net(sharing=...)``."""
+
 RNN_CHOICES = ("none", "gru")
 """Allowed values of ``make_composed_group_net(rnn=...)``."""
 
@@ -125,6 +128,7 @@ def make_composed_group_net(
     entity_pool: str = "attention",
     rnn: str = "none",
     rnn_hidden: int = RNN_HIDDEN,
+    group: str = "agents",
 ) -> SharedNet | IndependentNets | ComposedGroupNet | RecurrentGroupNet:
     """The network of one group reading observations ``[*B, A, prod(obs_shape)]``.
 
@@ -133,7 +137,9 @@ def make_composed_group_net(
     ``[T, B, A, prod(obs_shape)]`` with a hidden state; see :mod:`marl.nets.recurrent`.
 
     Args:
-        sharing: ``"shared"`` or ``"independent"``.
+        sharing: ``"shared"``, ``"independent"`` or ``"selective"`` (K networks for the
+            A agents, :func:`marl.selective.share.share_networks`; built with one network,
+            the warm-up form, until :func:`~marl.selective.share.set_index` sets K).
         obs_shape: one agent's observation shape, e.g. ``(18,)``, ``(7, 7, 3)``, ``(6, 7)``.
         out_features: ``O``.
         num_agents: ``A``.
@@ -147,6 +153,7 @@ def make_composed_group_net(
         rnn: ``"none"`` (feed-forward) or ``"gru"``; ``hidden`` are then the input layers
             before the GRU.
         rnn_hidden: the GRU's state size ``H``.
+        group: the group's name (kept by selective networks).
 
     Raises:
         ValueError: when the encoder does not take ``obs_shape``, or the layout does not
@@ -154,10 +161,14 @@ def make_composed_group_net(
             ``residual`` with a GRU (its input layers have neither).
     """
 
-    check_choice("sharing", sharing, ("shared", "independent"))
+    check_choice("sharing", sharing, COMPOSED_SHARING)
     check_choice("backend", backend, BACKENDS)
     check_positive("num_agents", num_agents)
     check_choice("rnn", rnn, RNN_CHOICES)
+    if sharing == "selective":
+        return _selective(obs_shape, out_features, num_agents, encoder, hidden, activation,
+                          out_gain, agent_id, layer_norm, residual, entity_layout,
+                          entity_pool, rnn, rnn_hidden, group)
     name, enc_shape = resolve_encoder(obs_shape, encoder, entity_layout)
     features = math.prod(obs_shape)
     layout = entity_layout if name == "entity" and len(obs_shape) == 1 else None
@@ -181,6 +192,38 @@ def make_composed_group_net(
     trunk = make_trunk(sharing, trunk_in, out_features, num_agents, hidden, activation,
                        out_gain, layer_norm, residual, backend)
     return ComposedGroupNet(obs_shape, name, net, trunk, num_agents, with_id, layout)
+
+
+def _selective(obs_shape: Sequence[int], out_features: int, num_agents: int, encoder: str,
+               hidden: Sequence[int], activation: str, out_gain: float, agent_id: bool,
+               layer_norm: bool, residual: bool, entity_layout: EntityLayout | None,
+               entity_pool: str, rnn: str, rnn_hidden: int, group: str
+               ) -> ComposedGroupNet | RecurrentGroupNet:
+    """The selective form: the independent ``batched`` network with the one-hot agent ID
+    after the encoder (agents of one network must still be told apart), its stacks turned
+    into ``K`` networks gathered by index (one network to start with)."""
+    from marl.selective.share import share_networks  # marl.selective builds on marl.nets
+
+    name, enc_shape = resolve_encoder(obs_shape, encoder, entity_layout)
+    features = math.prod(obs_shape)
+    layout = entity_layout if name == "entity" and len(obs_shape) == 1 else None
+    net = _encoder(name, "independent", enc_shape, num_agents, entity_pool, "batched")
+    width = features if net is None else net.out_features
+    built: nn.Module
+    if rnn == "gru":
+        if layer_norm or residual:
+            raise ValueError(
+                "layer_norm and residual shape the feed-forward trunk; the GRU's input layers "
+                "have neither. Turn them off with rnn='gru'.")
+        core = IndependentGRUs(width, out_features, num_agents, hidden, rnn_hidden, activation,
+                               out_gain, "batched", agent_id=agent_id)
+        built = core if net is None else EncodedGRU(obs_shape, name, net, core, layout)
+    else:
+        trunk = make_trunk("independent", width + (num_agents if agent_id else 0),
+                           out_features, num_agents, hidden, activation, out_gain, layer_norm,
+                           residual, "batched")
+        built = ComposedGroupNet(obs_shape, name, net, trunk, num_agents, agent_id, layout)
+    return cast(ComposedGroupNet | RecurrentGroupNet, share_networks(built, num_agents, group))
 
 
 def _encoder(name: str, sharing: str, enc_shape: tuple[int, ...], num_agents: int,

@@ -283,7 +283,8 @@ class SharedGRU(RecurrentGroupNet):
 
 
 class IndependentGRUs(AgentWeights, RecurrentGroupNet):
-    """One :class:`GRUAgent` per agent; agent ``i`` sees only ``obs[..., i, :]``.
+    """One :class:`GRUAgent` per agent; agent ``i`` sees only ``obs[..., i, :]`` (and,
+    with ``agent_id``, its one-hot ID).
 
     Attributes:
         backend: ``"batched"``, ``"fork"`` or ``"loop"``.
@@ -292,6 +293,7 @@ class IndependentGRUs(AgentWeights, RecurrentGroupNet):
     """
 
     agent_module = "GRUAgent"
+    agent_eye: Tensor
 
     def __init__(
         self,
@@ -303,18 +305,23 @@ class IndependentGRUs(AgentWeights, RecurrentGroupNet):
         activation: str = "tanh",
         out_gain: float = 1.0,
         backend: str = "batched",
+        agent_id: bool = False,
     ) -> None:
         """Build ``num_agents`` networks, one after another, and hand them to ``backend``.
 
         Built under the same seed, every backend starts from the same weights. Arguments
-        as for :func:`marl.nets.make_recurrent_group_net`.
+        as for :func:`marl.nets.make_recurrent_group_net`; ``agent_id`` appends the one-hot
+        agent ID to every agent's input (selective sharing, where agents share networks).
         """
         super().__init__(in_features, out_features, num_agents, rnn_hidden)
         check_choice("backend", backend, BACKENDS)
         self.backend = backend
+        self.agent_id = agent_id
+        self.register_buffer("agent_eye", torch.eye(num_agents), persistent=False)
         layers = _input_layers(hidden, rnn_hidden)
+        extra = num_agents if agent_id else 0
         agents = [
-            GRUAgent(in_features, out_features, layers, rnn_hidden, activation, out_gain)
+            GRUAgent(in_features + extra, out_features, layers, rnn_hidden, activation, out_gain)
             for _ in range(num_agents)
         ]
         self._state_shapes = {key: value.shape for key, value in agents[0].state_dict().items()}
@@ -333,6 +340,8 @@ class IndependentGRUs(AgentWeights, RecurrentGroupNet):
         inputs = self.scan_inputs(obs, hidden, first, alive)
         if inputs is not None:  # batched
             return self.scan_outputs(gru_scan(*inputs), obs.shape[1])
+        if self.agent_id:
+            obs = append_agent_id(obs, self.agent_eye)
         if self.backend == "fork":
             return cast(tuple[Tensor, Tensor], self.core(obs, hidden, first, alive))
         results = [
@@ -354,6 +363,8 @@ class IndependentGRUs(AgentWeights, RecurrentGroupNet):
         self._check_inputs(obs, hidden, first, alive)
         if self.backend != "batched":
             return None
+        if self.agent_id:
+            obs = append_agent_id(obs, self.agent_eye)
         core = cast(StackedGRUAgents, self.core)
         # Agent axis first once for the whole sequence, back once at the end.
         return ScanInputs(
@@ -371,7 +382,7 @@ class IndependentGRUs(AgentWeights, RecurrentGroupNet):
         return out.permute(1, 2, 0, 3), states.permute(1, 2, 0, 3)
 
     def extra_repr(self) -> str:
-        return f"num_agents={self.num_agents}, backend={self.backend!r}"
+        return f"num_agents={self.num_agents}, backend={self.backend!r}, agent_id={self.agent_id}"
 
 
 def unroll_together(
