@@ -31,8 +31,9 @@ from benchmarks.common import (
 
 MODULE = "benchmarks.scaling"
 KINDS = {"shared": ("shared", "batched"), "batched": ("independent", "batched"),
-         "fork": ("independent", "fork")}
-"""Kind -> (``groups.sharing``, ``groups.backend``)."""
+         "fork": ("independent", "fork"), "selective": ("selective", "batched")}
+"""Kind -> (``groups.sharing``, ``groups.backend``). ``selective`` is timed with its K
+networks in place (``--clusters``, agents dealt round-robin), as after its warm-up."""
 
 
 def _rss_mib() -> float:
@@ -58,6 +59,13 @@ def _worker(args: argparse.Namespace) -> None:
     env = build_env(config, device)
     rss_before = _rss_mib()
     algo = PPO(env, config, device)
+    if sharing == "selective":
+        from marl.selective.share import set_index
+
+        for name, spec in env.groups.items():
+            index = torch.arange(spec.num_agents) % min(args.clusters, spec.num_agents)
+            algo.optimizer.swap_parameters(set_index(list(algo.modules().values()), name,
+                                                     index))
     tracker = EpisodeTracker({n: s.num_agents for n, s in env.groups.items()},
                              config.env.num_envs, device)
 
@@ -101,6 +109,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3, help="timed iterations")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
+    parser.add_argument("--clusters", type=int, default=4,
+                        help="selective: K networks (agents dealt round-robin)")
     add_output_arguments(parser, "scaling", "tiny grid, for tests", KINDS)
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="further config overrides, e.g. algo.update_epochs=2")
@@ -116,15 +126,16 @@ def main() -> None:
             flags = ["--kind", kind, "--task", args.task, "--n", str(n), "--num-envs",
                      str(args.num_envs), "--num-steps", str(args.num_steps), "--iterations",
                      str(args.iterations), "--threads", str(args.threads), "--device",
-                     args.device, *args.overrides]
+                     args.device, "--clusters", str(args.clusters), *args.overrides]
             rows.append({"kind": kind, "n": n, **run_fresh(MODULE, flags)})
             row = rows[-1]
             print(f"N={n} {kind}: rollout {row['rollout']['median']:,.0f} ms, update "
                   f"{row['update']['median']:,.0f} ms, peak RSS {row['peak_rss_mib']:,.0f} "
                   "MiB", flush=True)
     lines = [f"{args.task}, env.num_envs={args.num_envs}, algo.num_steps={args.num_steps}, "
-             f"torch threads {args.threads}, device {rows[0]['device']}; ms per iteration "
-             f"(median of {args.iterations}), memory in MiB.", "",
+             f"selective K={args.clusters}, torch threads {args.threads}, device "
+             f"{rows[0]['device']}; ms per iteration (median of {args.iterations}), memory "
+             "in MiB.", "",
              "| N | kind | rollout ms | update ms | iteration ms | peak RSS | RSS before "
              "learner | parameters |", "|---|---|---|---|---|---|---|---|"]
     for row in rows:

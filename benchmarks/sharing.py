@@ -1,13 +1,14 @@
-"""Shared against independent parameters: learning curves over seeds, on several tasks.
+"""Shared, independent and selective parameters: learning curves over seeds, on several tasks.
 
     python -m benchmarks.sharing [--quick] [--out DIR] [--runs DIR] [--workers N]
                                  [--sweeps FILE ...] [--allow-dirty] [--report-only]
 
-Each sweep file (default: ``benchmarks/sweeps/sharing_*.yaml``, one per task) is run with
-``marl sweep`` at the git revision of this source checkout, from whatever directory the
-benchmark starts in, into ``RUNS/<name>`` (default ``RUNS``: ``OUT/runs`` when ``--out``
-is given, else ``runs/bench-sharing`` of the source checkout; runs already finished are
-skipped, so an interrupted benchmark resumes), then reported with ``marl report``: per
+Each sweep file (default: ``benchmarks/sweeps/sharing_*.yaml``, shared against
+independent, and ``selective_*.yaml``, selective sharing against both; one per task) is
+run with ``marl sweep`` at the git revision of this source checkout, from whatever
+directory the benchmark starts in, into ``RUNS/<name>`` (default ``RUNS``: ``OUT/runs``
+when ``--out`` is given, else ``runs/bench-sharing`` of the source checkout; runs already
+finished are skipped, so an interrupted benchmark resumes), then reported with ``marl report``: per
 task a table of final and best return per setting (mean and IQM with 95% stratified
 bootstrap CIs over seeds) and curves against env steps and against wall-clock seconds.
 ``results.json`` keeps every run's final return, best return, env steps and wall time.
@@ -38,8 +39,10 @@ QUICK_SWEEP = [
      "train.total_env_steps": 512, "train.log_every": 128, "repeat": 2},
     {"hpset": "ippo_tiny", "groups.sharing": "independent", "groups.agent_id": False,
      "train.total_env_steps": 512, "train.log_every": 128, "repeat": 2},
+    {"hpset": "ippo_tiny", "groups.sharing": "selective", "groups.selective_warmup": 128,
+     "train.total_env_steps": 512, "train.log_every": 128, "repeat": 2},
 ]
-"""A tiny sweep on the toy cooperative task, for tests: 3 settings x 2 seeds."""
+"""A tiny sweep on the toy cooperative task, for tests: 4 settings x 2 seeds."""
 
 
 def run_sweep(sweep: Path, runs: Path, workers: int | None, allow_dirty: bool) -> None:
@@ -88,7 +91,8 @@ def task_rows(runs: Path, task: str) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweeps", type=Path, nargs="+",
-                        default=sorted(SWEEPS.glob("sharing_*.yaml")))
+                        default=sorted(SWEEPS.glob("sharing_*.yaml"))
+                        + sorted(SWEEPS.glob("selective_*.yaml")))
     parser.add_argument("--runs", type=Path, default=None,
                         help="where the sweeps' runs go, resumable (default: OUT/runs with "
                              "--out, else runs/bench-sharing of the source checkout)")

@@ -143,10 +143,14 @@ class MetricsWriter:
         for summary in hparams(values, metrics):
             self.writer.file_writer.add_summary(summary)
 
-    def text(self, tag: str, text: str, env_steps: int) -> None:
-        """A text entry in tensorboard (e.g. a selective group's assignment)."""
+    def text(self, tag: str, text: str, env_steps: int,
+             scalars: Mapping[str, float] | None = None) -> None:
+        """A text entry in tensorboard (e.g. a selective group's assignment), and any
+        one-off ``scalars`` beside it (tags as given)."""
         if self.writer is not None:
             self.writer.add_text(tag, text, env_steps)
+            for key, value in (scalars or {}).items():
+                self.writer.add_scalar(key, value, env_steps)
             self.writer.flush()
 
     def write(self, metrics: Mapping[str, float]) -> None:

@@ -138,8 +138,13 @@ def test_sharing_quick_from_another_directory_writes_everything_under_out(
     results = json.loads((out / "results.json").read_text())
     assert results["benchmark"] == "sharing"
     rows = results["rows"]
-    # 3 settings (shared with and without IDs, independent) x 2 seeds, each its own run.
-    assert len(rows) == 6 and len({row["setting"] for row in rows}) == 3
+    # 4 settings (shared with and without IDs, independent, selective) x 2 seeds, each its
+    # own run; the selective runs clustered after their warm-up.
+    assert len(rows) == 8 and len({row["setting"] for row in rows}) == 4
+    selective = [row for row in rows if "selective" in row["setting"]]
+    assert len(selective) == 2
+    for row in selective:
+        assert (Path(row["run_dir"]) / "sharing.json").is_file()
     assert {row["seed"] for row in rows} == {1, 2}
     for row in rows:
         assert row["best_return"] >= row["final_return"] - 1e-9  # max >= mean of the last 3

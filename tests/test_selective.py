@@ -1,5 +1,6 @@
-"""Selective parameter sharing (marl.selective): K-stack networks, identity embeddings,
-clustering, sharing.json."""
+"""Selective parameter sharing (marl.selective): identity embeddings, clustering,
+sharing.json, the index checks (the networks and the training mode:
+tests/test_selective_mode.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,9 @@ import pytest
 import torch
 from marl_envs.tasks.hidden_roles import hidden_role_assignment
 
-from marl.nets import IndependentNets, SharedNet
-from marl.nets.shared import append_agent_id
+from marl.nets import make_composed_group_net
 from marl.selective import (
     GroupSharing,
-    SelectiveNet,
     Transitions,
     canonical_labels,
     choose_k,
@@ -29,6 +28,7 @@ from marl.selective import (
     read_sharing,
     write_sharing,
 )
+from marl.selective.share import set_index
 
 torch.set_num_threads(1)
 
@@ -54,76 +54,6 @@ def _true_roles(num_roles: int, role_seed: int, num_agents: int = 6) -> torch.Te
 
 
 @pytest.mark.parametrize(
-    ("agent_id", "activation"), [(True, "tanh"), (False, "tanh"), (True, "relu")]
-)
-def test_one_network_is_the_shared_network(agent_id: bool, activation: str) -> None:
-    torch.manual_seed(0)
-    shared = SharedNet(F, OUT, A, hidden=(8, 8), activation=activation, agent_id=agent_id)
-    selective = SelectiveNet.from_shared(shared, index=[0] * A)
-    x = torch.randn(7, 2, A, F)
-    torch.testing.assert_close(selective(x), shared(x), rtol=0, atol=1e-6)
-
-
-def test_one_network_per_agent_is_independent_batched() -> None:
-    torch.manual_seed(0)
-    independent = IndependentNets(F, OUT, A, hidden=(8, 8), backend="batched")
-    selective = SelectiveNet(F, OUT, torch.arange(A), hidden=(8, 8), agent_id=False)
-    selective.load_stacked(independent.export_stacked())
-    x = torch.randn(7, A, F)
-    torch.testing.assert_close(selective(x), independent(x), rtol=0, atol=1e-6)
-    # With IDs it equals independent networks that read the appended ID.
-    with_ids = IndependentNets(F + A, OUT, A, hidden=(8, 8))
-    selective_ids = SelectiveNet(F, OUT, torch.arange(A), hidden=(8, 8))
-    selective_ids.load_stacked(with_ids.export_stacked())
-    expected = with_ids(append_agent_id(x, torch.eye(A)))
-    torch.testing.assert_close(selective_ids(x), expected, rtol=0, atol=1e-6)
-
-
-def test_agents_of_one_cluster_share_and_other_clusters_differ() -> None:
-    torch.manual_seed(0)
-    selective = SelectiveNet(F, OUT, [0, 1, 0, 1], hidden=(8,), agent_id=False)
-    x = torch.randn(3, 1, F).expand(3, A, F)  # every agent sees the same input
-    out = selective(x)
-    torch.testing.assert_close(out[:, 0], out[:, 2], rtol=0, atol=0)
-    torch.testing.assert_close(out[:, 1], out[:, 3], rtol=0, atol=0)
-    assert not torch.allclose(out[:, 0], out[:, 1])
-
-
-def test_one_agents_loss_moves_only_its_clusters_network() -> None:
-    torch.manual_seed(0)
-    index = [0, 1, 2, 1]
-    selective = SelectiveNet(F, OUT, index, hidden=(8, 8))
-    selective(torch.randn(6, A, F))[:, 3].square().sum().backward()  # agent 3 -> network 1
-    for weight in [*selective.stacks.weights, *selective.stacks.biases]:
-        assert weight.grad is not None
-        assert weight.grad[1].abs().sum() > 0
-        assert weight.grad[0].abs().sum() == 0 and weight.grad[2].abs().sum() == 0
-
-
-def test_perturbing_one_agents_input_changes_only_its_output() -> None:
-    torch.manual_seed(0)
-    selective = SelectiveNet(F, OUT, [0, 0, 1, 1], hidden=(8,))
-    x = torch.randn(5, A, F)
-    moved = x.clone()
-    moved[:, 1] += 1.0
-    changed = (selective(moved) - selective(x)).abs().sum(dim=(0, 2))
-    assert changed[1] > 0 and changed[[0, 2, 3]].sum() == 0
-
-
-def test_from_shared_copies_are_independent_after_construction() -> None:
-    torch.manual_seed(0)
-    shared = SharedNet(F, OUT, A, hidden=(8,))
-    selective = SelectiveNet.from_shared(shared, [0, 1, 1, 0])
-    for network in range(2):
-        for key, value in shared.mlp.state_dict().items():
-            torch.testing.assert_close(selective.get_network_state(network)[key], value)
-    with torch.no_grad():
-        selective.stacks.weights[0][1] += 1.0
-    torch.testing.assert_close(selective.get_network_state(0)["0.weight"],
-                               shared.mlp.state_dict()["0.weight"])
-
-
-@pytest.mark.parametrize(
     ("index", "message"),
     [
         ([0, 2, 2, 1, 5], r"networks \[3, 4\] have none"),
@@ -132,8 +62,9 @@ def test_from_shared_copies_are_independent_after_construction() -> None:
     ],
 )
 def test_malformed_index_is_refused(index: list[int], message: str) -> None:
+    net = make_composed_group_net("selective", (F,), OUT, max(len(index), 1), hidden=(8,))
     with pytest.raises(ValueError, match=message):
-        SelectiveNet(F, OUT, torch.tensor(index, dtype=torch.int64))
+        set_index([net], "agents", torch.tensor(index, dtype=torch.int64))
 
 
 # --- clustering ---------------------------------------------------------------------------
@@ -229,7 +160,7 @@ def test_continuous_actions_and_dead_agents_are_accepted() -> None:
     alive[:, 2] = False  # agent 2 never acts: only the KL term touches its embedding
     reward = action[..., 0] * torch.tensor([1.0, -1.0, 0.0])
     fit = fit_identity_model(Transitions(obs, action, obs, reward, alive), steps=100)
-    assert fit.mean.shape == (3, 2) and math.isfinite(fit.losses[-1])
+    assert fit.mean.shape == (3, 4) and math.isfinite(fit.losses[-1])  # Z = 4 by default
     assert fit.losses[-1] < fit.losses[0]
 
 

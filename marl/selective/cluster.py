@@ -2,7 +2,8 @@
 
 :func:`choose_k` turns embeddings ``[A, Z]`` into the group's ``index: [A]``. With a
 given K it runs :func:`kmeans`; with ``"auto"`` it first asks whether the agents differ at
-all (see :func:`embeddings_alike`), and if they do picks the K in ``2 .. A-1`` with the
+all (the identity model's held-out ``gain`` below :data:`GAIN_THRESHOLD`, or without one
+:func:`embeddings_alike`), and if they do picks the K in ``2 .. A-1`` with the
 lowest Davies-Bouldin score (Davies & Bouldin 1979), as the selective-sharing paper
 suggests when the number of agent types is unknown. K = A is left out of the search because
 every singleton clustering scores a perfect 0.
@@ -16,6 +17,14 @@ from dataclasses import dataclass, field
 import torch
 
 from marl.selective._checks import check_num_clusters
+
+GAIN_THRESHOLD = 0.05
+"""Agents count as alike when their own embeddings reconstruct held-out transitions less
+than 5% better than the agents' average embedding does (``IdentityFit.gain``). Measured
+with random actions, 10k transitions, two seeds each: agents alike by construction gave
+-0.002 to 0.004 (torch spread N = 3 and 6, simple_reference, hidden_roles with one role,
+hidden_colours with one type); agents of different types 0.78 to 1.0 (hidden_roles with
+three roles, hidden_colours N = 16 with 2 types and N = 32 with 4)."""
 
 ALIKE_THRESHOLD = 1.0
 """Agents count as alike when every embedding lies within this many posterior standard
@@ -170,6 +179,7 @@ def choose_k(
     scale: float = 1.0,
     seed: int = 0,
     threshold: float = ALIKE_THRESHOLD,
+    gain: float | None = None,
 ) -> Clustering:
     """Cluster agent embeddings ``[A, Z]`` into networks.
 
@@ -181,6 +191,9 @@ def choose_k(
             ``IdentityFit.posterior_std``; 1.0 (the prior's) by default.
         seed: seed of k-means.
         threshold: see :func:`embeddings_alike`.
+        gain: the identity model's held-out gain (``IdentityFit.gain``); when given (and
+            not nan), ``"auto"`` keeps one network if it is below :data:`GAIN_THRESHOLD`
+            instead of asking :func:`embeddings_alike`.
 
     Raises:
         ValueError: for ``k`` outside ``[1, A]`` or neither an integer nor ``"auto"``.
@@ -191,7 +204,11 @@ def choose_k(
         labels = kmeans(embeddings, int(k), seed)
         score = davies_bouldin(embeddings, labels, scale) if 1 < int(k) < num_agents else math.nan
         return Clustering(labels, int(k), score, {})
-    if num_agents == 1 or embeddings_alike(embeddings, scale, threshold):
+    if gain is not None and not math.isnan(gain):
+        alike = gain < GAIN_THRESHOLD
+    else:
+        alike = embeddings_alike(embeddings, scale, threshold)
+    if num_agents == 1 or alike:
         return Clustering(torch.zeros(num_agents, dtype=torch.int64), 1, math.nan, {})
     if num_agents == 2:
         return Clustering(torch.tensor([0, 1]), 2, math.nan, {})

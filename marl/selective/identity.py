@@ -11,6 +11,17 @@ are then clustered (:mod:`marl.selective.cluster`).
 
 Loss per transition of an alive agent: squared error of next observation and reward
 (summed over features), plus ``kl_weight`` times ``KL(q(z | a) || N(0, I))``.
+
+With ``standardise`` (the default) the decoder sees observations scaled to zero mean and
+unit variance per feature and predicts the standardised *change* of the observation and
+the standardised reward: every target then weighs alike, whatever its units, and the
+parts of the dynamics that all agents share (where an action moves an agent) are learned
+early and leave the error to what tells agents apart. On ``torch/hidden_colours_v0``
+(32 agents, 4 hidden types, random actions) raw targets with 300 steps gave K = 2; these,
+with the defaults below (``Z = 4``, 3,000 steps of 64 samples of every agent), give the
+four types exactly (``tests/test_selective_mode.py``), and on transitions recorded in the
+warm-up of training runs (two type assignments, four seeds each) 8 of 8 times, where
+``Z = 2`` with 1,500 steps of 256 gave 5 of 6.
 """
 
 from __future__ import annotations
@@ -50,11 +61,17 @@ class IdentityFit(NamedTuple):
         mean: ``[A, Z]``, agent ``a``'s embedding ``mu_a``.
         log_var: ``[A, Z]``, the log-variance of ``q(z | a)``.
         losses: the training loss at every step.
+        gain: how much better the decoder reconstructs held-out transitions from each
+            agent's own embedding than from the agents' average embedding, as a fraction
+            of the latter's error (about 0 when the agents' transitions follow the same
+            rules; ``nan`` without held-out rows). :func:`marl.selective.cluster.choose_k`
+            keeps one network below :data:`marl.selective.cluster.GAIN_THRESHOLD`.
     """
 
     mean: torch.Tensor
     log_var: torch.Tensor
     losses: list[float]
+    gain: float = float("nan")
 
     @property
     def posterior_std(self) -> float:
@@ -117,6 +134,17 @@ class IdentityModel(nn.Module):
         per_sample = reconstruction + kl_weight * kl
         return (per_sample * alive).sum() / alive.sum().clamp(min=1.0)
 
+    def reconstruction_error(self, z: torch.Tensor, obs: torch.Tensor, action: torch.Tensor,
+                             next_obs: torch.Tensor, reward: torch.Tensor,
+                             alive: torch.Tensor) -> float:
+        """Mean squared error (summed over targets) over alive agents with embeddings
+        ``z: [A, Z]`` and no sampling noise."""
+        z = z.unsqueeze(0).expand(obs.shape[0], -1, -1)
+        predicted = self.decoder(torch.cat([z, obs, action], dim=-1))
+        target = torch.cat([next_obs, reward.unsqueeze(-1)], dim=-1)
+        error = (predicted - target).square().sum(-1)
+        return float((error * alive).sum() / alive.sum().clamp(min=1.0))
+
 
 def action_features(action: torch.Tensor, num_actions: int | None) -> torch.Tensor:
     """Return actions as float features: ``[N, A] -> [N, A, num_actions]`` one-hot for
@@ -131,16 +159,35 @@ def action_features(action: torch.Tensor, num_actions: int | None) -> torch.Tens
     return action.float()
 
 
+def standardised(transitions: Transitions) -> Transitions:
+    """``transitions`` with obs standardised per feature, ``next_obs`` replaced by the
+    standardised change ``next_obs - obs`` and the reward standardised (statistics over
+    alive agents; constant features stay 0)."""
+    obs, action, next_obs, reward, alive = transitions
+    rows = alive.reshape(-1).bool()
+
+    def scale(values: torch.Tensor) -> torch.Tensor:
+        flat = values.reshape(rows.numel(), -1).float()
+        chosen = flat[rows] if bool(rows.any()) else flat
+        mean, std = chosen.mean(0), chosen.std(0, unbiased=False)
+        scaled = (flat - mean) / torch.where(std > 1e-8, std, torch.ones_like(std))
+        return scaled.reshape(values.shape)
+
+    return Transitions(scale(obs), action, scale(next_obs.float() - obs.float()),
+                       scale(reward), alive)
+
+
 def fit_identity_model(
     transitions: Transitions,
     num_actions: int | None = None,
-    embedding_dim: int = 2,
+    embedding_dim: int = 4,
     hidden: Sequence[int] = (64,),
-    steps: int = 300,
-    batch_size: int = 256,
+    steps: int = 3000,
+    batch_size: int = 64,
     lr: float = 3e-3,
     kl_weight: float = 1e-3,
     seed: int = 0,
+    standardise: bool = True,
 ) -> IdentityFit:
     """Train an :class:`IdentityModel` on ``transitions`` with Adam and return what it learned.
 
@@ -156,6 +203,7 @@ def fit_identity_model(
             deviations apart on ``toy/hidden_roles`` (1e-2 gave 2 to 4, too close for
             Davies-Bouldin to separate three roles reliably).
         seed: seeds the weights, the batches and the sampling noise (same seed, same result).
+        standardise: fit :func:`standardised` transitions (see the module docstring).
     """
     obs, action, next_obs, reward, alive = transitions
     if obs.dim() != 3 or next_obs.shape != obs.shape or reward.shape != obs.shape[:2]:
@@ -164,8 +212,14 @@ def fit_identity_model(
             f"got {list(obs.shape)}, {list(next_obs.shape)}, {list(reward.shape)}, "
             f"{list(alive.shape)}."
         )
+    if standardise:
+        obs, action, next_obs, reward, alive = standardised(transitions)
     actions = action_features(action, num_actions)
     generator = torch.Generator().manual_seed(seed)
+    # One tenth of the rows is held out to measure what the embeddings tell apart.
+    order = torch.randperm(obs.shape[0], generator=generator)
+    held = order[:obs.shape[0] // 10]
+    train = order[obs.shape[0] // 10:]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = IdentityModel(obs.shape[1], obs.shape[2], actions.shape[-1], embedding_dim, hidden)
@@ -173,7 +227,9 @@ def fit_identity_model(
     alive_float = alive.float()
     losses: list[float] = []
     for _ in range(steps):
-        rows = torch.randint(obs.shape[0], (min(batch_size, obs.shape[0]),), generator=generator)
+        picks = torch.randint(train.numel(), (min(batch_size, train.numel()),),
+                              generator=generator)
+        rows = train[picks]
         loss = model.loss(
             obs[rows].float(), actions[rows], next_obs[rows].float(), reward[rows].float(),
             alive_float[rows], kl_weight, generator,
@@ -184,14 +240,22 @@ def fit_identity_model(
         losses.append(float(loss.detach()))
     with torch.no_grad():
         mean, log_var = model.posterior()
-    return IdentityFit(mean, log_var, losses)
+        gain = float("nan")
+        if held.numel():
+            batch = (obs[held].float(), actions[held], next_obs[held].float(),
+                     reward[held].float(), alive_float[held])
+            own = model.reconstruction_error(mean, *batch)
+            pooled = model.reconstruction_error(mean.mean(0, keepdim=True).expand_as(mean),
+                                                *batch)
+            gain = (pooled - own) / max(pooled, 1e-12)
+    return IdentityFit(mean, log_var, losses, gain)
 
 
 def fit_identity_embeddings(
     transitions: Transitions,
     num_actions: int | None = None,
-    embedding_dim: int = 2,
-    steps: int = 300,
+    embedding_dim: int = 4,
+    steps: int = 3000,
     seed: int = 0,
 ) -> torch.Tensor:
     """Return ``embeddings: [A, Z]``, the encoder means after :func:`fit_identity_model`

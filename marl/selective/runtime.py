@@ -176,7 +176,8 @@ class SelectiveSharing:
                                                 torch.tensor(sharing.index)))
             self.stream.write(_assignment_line(name, sharing, "written to", env_steps))
             if writer is not None:
-                writer.text(f"sharing/{name}", json.dumps(sharing.mapping), env_steps)
+                writer.text(f"sharing/{name}", json.dumps(sharing.mapping), env_steps,
+                            {f"sharing/{name}/num_networks": float(sharing.num_networks)})
         write_sharing(self.path, {name: self.found[name] for name in self.groups
                                   if name in self.found})
         for name in pending:
@@ -192,8 +193,8 @@ class SelectiveSharing:
         num_actions = int(space.n) if isinstance(space, gymnasium.spaces.Discrete) else None
         fit = fit_identity_model(transitions, num_actions, seed=self.config.seed)
         clustering = choose_k(fit.mean, self.config.groups.clusters, fit.posterior_std,
-                              seed=self.config.seed)
-        return GroupSharing.from_clustering(tuple(spec.agents), fit.mean, clustering)
+                              seed=self.config.seed, gain=fit.gain)
+        return GroupSharing.from_clustering(tuple(spec.agents), fit.mean, clustering, fit.gain)
 
 
 def _index_of(modules: Mapping[str, nn.Module], group: str) -> torch.Tensor | None:
@@ -212,6 +213,8 @@ def _assignment_line(name: str, sharing: GroupSharing, verb: str,
     parts = "; ".join(f"{network}: {', '.join(agents)}" for network, agents in
                       sorted(networks.items()))
     score = "" if math.isnan(sharing.score) else f", Davies-Bouldin {sharing.score:.3f}"
+    if not math.isnan(sharing.gain):
+        score += f", identity gain {sharing.gain:.3f}"
     when = "" if env_steps is None else f" after {env_steps:,} env steps"
     return (f"selective sharing, group {name!r}{when}: K = {sharing.num_networks}"
             f"{score} ({verb} {SHARING_FILE}) networks {parts}\n")

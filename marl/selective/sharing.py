@@ -6,12 +6,15 @@ Layout (the top-level keys other than ``"_details"`` are group names)::
       "agent": {"agent_0": 0, "agent_1": 1, "agent_2": 0},
       "_details": {
         "agent": {"num_networks": 2, "score": 0.31, "score_name": "davies_bouldin",
+                  "scores": {"2": 0.31, "3": 0.52}, "gain": 0.97,
                   "embeddings": {"agent_0": [0.1, -1.2], ...}}
       }
     }
 
 The plain mapping is what a run needs to rebuild its networks; ``"_details"`` records
-how it was found (``score`` is ``null`` where Davies-Bouldin is undefined: K = 1 or A).
+how it was found (``score`` is ``null`` where Davies-Bouldin is undefined: K = 1 or A;
+``scores`` holds every K that ``auto`` tried; ``gain`` is the identity model's held-out
+gain, which decides whether the agents differ at all).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class GroupSharing:
         embeddings: ``[A][Z]`` identity embeddings (empty lists if unknown).
         num_networks: ``K``.
         score: Davies-Bouldin score of the assignment, ``nan`` where undefined.
+        scores: ``{K: score}`` of every K that ``auto`` tried (empty otherwise).
+        gain: the identity model's held-out gain (``IdentityFit.gain``), ``nan`` if unknown.
     """
 
     agents: tuple[str, ...]
@@ -50,10 +55,13 @@ class GroupSharing:
     embeddings: tuple[tuple[float, ...], ...]
     num_networks: int
     score: float = math.nan
+    scores: tuple[tuple[int, float], ...] = ()
+    gain: float = math.nan
 
     @classmethod
     def from_clustering(
-        cls, agents: tuple[str, ...], embeddings: torch.Tensor, clustering: Clustering
+        cls, agents: tuple[str, ...], embeddings: torch.Tensor, clustering: Clustering,
+        gain: float = math.nan,
     ) -> GroupSharing:
         """Record ``clustering`` of the group's ``agents`` and their ``embeddings: [A, Z]``."""
         return cls(
@@ -62,6 +70,8 @@ class GroupSharing:
             embeddings=tuple(tuple(row) for row in embeddings.tolist()),
             num_networks=clustering.num_networks,
             score=clustering.score,
+            scores=tuple(sorted(clustering.scores.items())),
+            gain=gain,
         )
 
     @property
@@ -85,6 +95,9 @@ def write_sharing(path: Path, groups: dict[str, GroupSharing]) -> None:
             "num_networks": sharing.num_networks,
             "score": None if math.isnan(sharing.score) else sharing.score,
             "score_name": "davies_bouldin",
+            "scores": {str(k): (None if math.isnan(v) or math.isinf(v) else v)
+                       for k, v in sharing.scores},
+            "gain": None if math.isnan(sharing.gain) else sharing.gain,
             "embeddings": dict(zip(sharing.agents, map(list, sharing.embeddings), strict=False)),
         }
     document[DETAILS] = details
@@ -135,13 +148,17 @@ def _read_group(path: Path, group: str, mapping: Any, details: dict[str, Any]) -
     except ValueError as error:
         raise ValueError(f"{path}: group {group!r}: {error}") from None
     embeddings = details.get("embeddings", {})
-    score = details.get("score")
+    score, gain = details.get("score"), details.get("gain")
+    scores = details.get("scores") or {}
     return GroupSharing(
         agents=tuple(mapping),
         index=index,
         embeddings=tuple(tuple(float(x) for x in embeddings.get(a, ())) for a in mapping),
         num_networks=num_networks,
         score=math.nan if score is None else float(score),
+        scores=tuple(sorted((int(k), math.inf if v is None else float(v))
+                            for k, v in scores.items())),
+        gain=math.nan if gain is None else float(gain),
     )
 
 
