@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import torch
+from torch.nn.utils import parametrize
 
 from benchmarks.common import (
     add_output_arguments,
@@ -76,7 +77,8 @@ def _worker(args: argparse.Namespace) -> None:
     times: dict[str, list[float]] = {"rollout": [], "update": [], "iteration": []}
     for iteration in range(args.iterations + 1):  # the first is a warm-up, not recorded
         start = time.perf_counter()
-        steps = algo.collect(tracker)
+        with parametrize.cached():  # as the trainer collects (selective gathers once)
+            steps = algo.collect(tracker)
         sync()
         middle = time.perf_counter()
         algo.update(0.5)

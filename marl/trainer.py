@@ -24,6 +24,7 @@ from typing import TextIO, cast
 import numpy as np
 import torch
 from marl_envs.core import BatchedEnv
+from torch.nn.utils import parametrize
 
 from marl import checkpoint
 from marl.algos.base import Learner, NonFiniteLossError
@@ -147,7 +148,9 @@ class _Loop:
         written = saved = self.env_steps
         while self.env_steps < total and stop.signum is None:
             progress = self.env_steps / total
-            self.env_steps += algo.collect(self.tracker)
+            # Collecting never changes the weights: selective networks gather theirs once.
+            with parametrize.cached():
+                self.env_steps += algo.collect(self.tracker)
             losses = self._update(progress)
             if self.selective is not None:  # after the warm-up: K networks from now on
                 self.selective.after_iteration(self.env_steps, algo.modules(), algo.optimizer,
@@ -184,7 +187,8 @@ class _Loop:
 
     def _evaluate(self) -> dict[str, float]:
         assert self.evaluator is not None
-        results = self.evaluator(self.algo)
+        with parametrize.cached():
+            results = self.evaluator(self.algo)
         self.eval_seconds += results["eval_time"]  # left out of the steps per second
         return results
 

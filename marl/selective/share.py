@@ -42,22 +42,31 @@ class GatherNetworks(nn.Module):
     """
 
     index: torch.Tensor
+    rows: torch.Tensor
 
     def __init__(self, index: torch.Tensor, block: int, group: str) -> None:
         super().__init__()
         self.register_buffer("index", index.clone())
         self.block = block
         self.group = group
+        # The stack's rows each agent takes, [A * s], rebuilt whenever `index` changes
+        # (set_index, load_state_dict): one index_select, no reshapes, per access.
+        self.register_buffer("rows", self._rows(), persistent=False)
+        self._rows_version = self.index._version
 
     @property
     def num_agents(self) -> int:
         return int(self.index.numel())
 
+    def _rows(self) -> torch.Tensor:
+        offsets = torch.arange(self.block, device=self.index.device)
+        return (self.index.unsqueeze(1) * self.block + offsets).reshape(-1)
+
     def forward(self, stack: torch.Tensor) -> torch.Tensor:
-        networks = stack.shape[0] // self.block
-        rest = stack.shape[1:]
-        blocks = stack.reshape(networks, self.block, *rest).index_select(0, self.index)
-        return blocks.reshape(self.num_agents * self.block, *rest)
+        if self.index._version != self._rows_version or self.rows.device != stack.device:
+            self.rows = self._rows().to(stack.device)
+            self._rows_version = self.index._version
+        return stack.index_select(0, self.rows)
 
     def right_inverse(self, full: torch.Tensor) -> torch.Tensor:
         """The stack from a full ``[A * s, ...]`` tensor: network ``k`` takes the block of
