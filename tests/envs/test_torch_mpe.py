@@ -20,7 +20,7 @@ from marl_envs.torch_mpe import (
 from pettingzoo.test import parallel_api_test
 
 TASK_IDS = ["torch/simple_spread_v3", "torch/simple_speaker_listener_v4",
-            "torch/simple_reference_v3"]
+            "torch/simple_reference_v3", "torch/hidden_colours_v0"]
 
 
 def _world(agent_pos: list[list[float]], agent_vel: list[list[float]] | None = None,
