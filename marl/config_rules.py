@@ -133,6 +133,7 @@ RANGES: dict[str, Rule] = {
     "groups.hidden": at_least(1, "[64, 64]"),
     "groups.rnn_hidden": at_least(1, "64"),
     "groups.selective_warmup": at_least(1, "10000"),
+    "groups.clusters": at_least(1, "3"),
     "algo.seq_len": at_least(1, "25"),
     "algo.burn_in": at_least(0, "10"),
     "optim.lr": positive("0.0003"),
@@ -201,8 +202,11 @@ def check_values(values: Mapping[str, Any], hints: Mapping[str, Any]) -> None:
             check_choice(key, values[key], allowed)
     for group, sharing in (values.get("groups.overrides") or {}).items():
         check_choice(f"groups.overrides.{group}", sharing, CHOICES["groups.sharing"])
+    check_selective(values)  # before the ranges: its message names 'auto' too
     for key, rule in RANGES.items():
         if key in values and key in hints:
+            if isinstance(values[key], str) and str in typing.get_args(hints[key]):
+                continue  # a word the key also takes ('auto'): its own rule checks it
             check_number(key, values[key], hints[key], rule)
     if values.get("run.dir") == "":  # Path("") is the current folder: a run would fill it
         raise ConfigError("run.dir: expected a directory path or None, got ''; "
@@ -272,7 +276,6 @@ def check_combinations(values: Mapping[str, Any]) -> None:
             f"algo.buffer_size={values['algo.buffer_size']} holds fewer than 2 steps of "
             f"env.num_envs={num_envs} copies; e.g. algo.buffer_size={max(200_000, 2 * num_envs)}")
     check_recurrent(values)
-    check_selective(values)
     workers = values["env.num_workers"]
     if values["env.vector"] == "subprocess" and workers is not None and workers > num_envs:
         raise ConfigError(
@@ -281,8 +284,8 @@ def check_combinations(values: Mapping[str, Any]) -> None:
 
 
 def check_selective(values: Mapping[str, Any]) -> None:
-    """``groups.clusters``: a positive integer or ``auto`` (its upper bound, the group's
-    size, is checked when the env is known: :func:`marl.selective.runtime.check_clusters`)."""
+    """``groups.clusters``: ``auto`` or an integer >= 1 (the upper bound, the group's size,
+    is checked when the env is known: :func:`marl.selective.runtime.check_clusters`)."""
     clusters = values.get("groups.clusters", "auto")
     if clusters == "auto":
         return

@@ -113,7 +113,7 @@ def test_optimiser_quick_writes_results(tmp_path: Path) -> None:
 def test_scaling_quick_writes_results(tmp_path: Path) -> None:
     results = _run_quick("scaling", tmp_path)
     rows = results["rows"]
-    assert {row["kind"] for row in rows} == {"shared", "batched", "fork"}
+    assert {row["kind"] for row in rows} == {"shared", "batched", "fork", "selective"}
     by_kind = {row["kind"]: row for row in rows}
     # Independent networks hold about N times the shared network's parameters.
     assert by_kind["batched"]["parameters"] == by_kind["fork"]["parameters"]
@@ -141,7 +141,7 @@ def test_sharing_quick_from_another_directory_writes_everything_under_out(
     # 4 settings (shared with and without IDs, independent, selective) x 2 seeds, each its
     # own run; the selective runs clustered after their warm-up.
     assert len(rows) == 8 and len({row["setting"] for row in rows}) == 4
-    selective = [row for row in rows if "selective" in row["setting"]]
+    selective = [row for row in rows if "sharing=selective" in row["setting"]]
     assert len(selective) == 2
     for row in selective:
         assert (Path(row["run_dir"]) / "sharing.json").is_file()

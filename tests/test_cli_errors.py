@@ -74,7 +74,7 @@ CASES = [
     case("negative seed", "train seed=-1", r"seed: expected an integer in \[0, 4294967295\]"),
     case("zero threads", "train torch_threads=0", r"torch_threads: expected an integer >= 1"),
     case("unknown choice", "train groups.sharing=sometimes",
-         r"groups\.sharing: expected one of shared, independent; got 'sometimes'"),
+         r"groups\.sharing: expected one of shared, independent, selective; got 'sometimes'"),
     case("epsilon rises", "train algo.eps_start=0.1 algo.eps_end=0.5",
          r"algo\.eps_end=0\.5 is above algo\.eps_start=0\.1"),
     case("more minibatches than samples",
