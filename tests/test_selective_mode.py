@@ -455,7 +455,10 @@ def test_selective_sharing_trains_with_every_algorithm(tmp_path: Path, case: str
     run_dir, output = _train(overrides)
     document = _sharing(run_dir)
     index = _agent_index(document)
+    # Two networks for the two roles: the swap to K stacks ran in every module (a run that
+    # kept one network would pass the index checks below trivially).
     assert len(index) == 4 and document["_details"]["agent"]["num_networks"] == len(set(index))
+    assert len(set(index)) == 2
     state, indices = _checkpoint_indices(run_dir)
     assert state["env_steps"] >= total
     assert indices and all(value == index for value in indices.values())

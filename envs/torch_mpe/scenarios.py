@@ -97,6 +97,16 @@ def _others(num_agents: int, device: torch.device) -> torch.Tensor:
     return torch.stack(rows) if num_agents > 1 else order.new_zeros((1, 0))
 
 
+def _set_silent_movers(scenario: object, n: int, size: float, collide: bool) -> None:
+    """Give a frozen scenario ``n`` silent, movable agents ``agent_0 ..`` in one group
+    ``"agent"``, each of radius ``size``, colliding or not."""
+    object.__setattr__(scenario, "physics", Physics(size=(size,) * n, movable=(True,) * n,
+                                                    collide=(collide,) * n))
+    object.__setattr__(scenario, "agents", tuple(f"agent_{i}" for i in range(n)))
+    object.__setattr__(scenario, "groups", {"agent": tuple(range(n))})
+    object.__setattr__(scenario, "kinds", {"agent": AgentKind(movable=True, silent=True)})
+
+
 @dataclass(frozen=True)
 class SimpleSpread:
     """``simple_spread_v3``: N agents cover N landmarks and avoid each other.
@@ -116,12 +126,7 @@ class SimpleSpread:
     kinds: dict[str, AgentKind] = field(init=False)
 
     def __post_init__(self) -> None:
-        n = self.num_agents
-        object.__setattr__(self, "physics", Physics(size=(0.15,) * n, movable=(True,) * n,
-                                                    collide=(True,) * n))
-        object.__setattr__(self, "agents", tuple(f"agent_{i}" for i in range(n)))
-        object.__setattr__(self, "groups", {"agent": tuple(range(n))})
-        object.__setattr__(self, "kinds", {"agent": AgentKind(movable=True, silent=True)})
+        _set_silent_movers(self, self.num_agents, size=0.15, collide=True)
 
     def sample(self, num_envs: int, generator: torch.Generator, device: torch.device,
                dtype: torch.dtype) -> WorldState:
@@ -182,13 +187,9 @@ class HiddenColours:
     types: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        n = self.num_agents
-        object.__setattr__(self, "physics", Physics(size=(0.05,) * n, movable=(True,) * n,
-                                                    collide=(False,) * n))
-        object.__setattr__(self, "agents", tuple(f"agent_{i}" for i in range(n)))
-        object.__setattr__(self, "groups", {"agent": tuple(range(n))})
-        object.__setattr__(self, "kinds", {"agent": AgentKind(movable=True, silent=True)})
-        object.__setattr__(self, "types", hidden_types(n, self.num_types, self.type_seed))
+        _set_silent_movers(self, self.num_agents, size=0.05, collide=False)
+        object.__setattr__(self, "types",
+                           hidden_types(self.num_agents, self.num_types, self.type_seed))
 
     def sample(self, num_envs: int, generator: torch.Generator, device: torch.device,
                dtype: torch.dtype) -> WorldState:

@@ -10,6 +10,7 @@ import gymnasium
 import torch
 from marl_envs.core import BatchedEnv
 
+from marl.groups import discrete_start
 from marl.selective.identity import Transitions
 
 
@@ -51,7 +52,7 @@ def collect_random_transitions(
         raise ValueError(f"group must be one of {sorted(env.groups)}; got {group!r}.")
     generator = torch.Generator().manual_seed(seed)
     space = env.groups[group].action_space
-    start = int(space.start) if isinstance(space, gymnasium.spaces.Discrete) else 0
+    start = discrete_start(space)
     current = env.reset(seed=seed).groups[group]
     columns: dict[str, list[torch.Tensor]] = {key: [] for key in Transitions._fields}
     for _ in range(steps):

@@ -19,9 +19,10 @@ parts of the dynamics that all agents share (where an action moves an agent) are
 early and leave the error to what tells agents apart. On ``torch/hidden_colours_v0``
 (32 agents, 4 hidden types, random actions) raw targets with 300 steps gave K = 2; these,
 with the defaults below (``Z = 4``, 3,000 steps of 64 samples of every agent), give the
-four types exactly (``tests/test_selective_mode.py``), and on transitions recorded in the
-warm-up of training runs (two type assignments, four seeds each) 8 of 8 times, where
-``Z = 2`` with 1,500 steps of 256 gave 5 of 6.
+four types exactly (``tests/test_selective_mode.py``), and, in an ad-hoc check on
+transitions recorded in the warm-up of training runs (two type assignments, four seeds
+each; no committed script), 8 of 8 times, where ``Z = 2`` with 1,500 steps of 256 gave
+5 of 6.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from marl_envs.core import BatchedEnv, BatchedReset, BatchedStep
 from torch import nn
 
 from marl.config import Config, ConfigError
+from marl.groups import discrete_start
 from marl.selective.cluster import choose_k
 from marl.selective.identity import Transitions, fit_identity_model
 from marl.selective.share import Swap, group_index, iter_stacks, set_index
@@ -66,9 +67,10 @@ def check_clusters(config: Config, env: BatchedEnv) -> None:
 class TransitionRecorder:
     """The training env, recording the transitions of some groups while ``recording``.
 
-    Every attribute but :meth:`reset` and :meth:`step` is the wrapped env's. Rows are kept
-    on the CPU: ``obs`` and ``next_obs`` flattened to ``[E, A, F]``, the action as the
-    policy's index (``Discrete``) or the Box action, the reward and ``alive``.
+    Every attribute but :meth:`reset` and :meth:`step` is the wrapped env's. Rows stay on
+    the env's device while recording (no host copy per step) and come to the CPU once, in
+    :meth:`transitions`: ``obs`` and ``next_obs`` flattened to ``[E, A, F]``, the action
+    as the policy's index (``Discrete``) or the Box action, the reward and ``alive``.
     """
 
     def __init__(self, env: BatchedEnv, groups: Sequence[str]) -> None:
@@ -78,9 +80,7 @@ class TransitionRecorder:
         self.rows: dict[str, dict[str, list[torch.Tensor]]] = {
             name: {key: [] for key in Transitions._fields} for name in groups}
         self._current: BatchedReset | None = None
-        self._starts = {name: int(space.start) if isinstance(
-            space := env.groups[name].action_space, gymnasium.spaces.Discrete) else 0
-            for name in groups}
+        self._starts = {name: discrete_start(env.groups[name].action_space) for name in groups}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.env, name)
@@ -101,7 +101,8 @@ class TransitionRecorder:
                 for key, value in zip(Transitions._fields, values, strict=True):
                     if key in ("obs", "next_obs"):
                         value = value.reshape(*value.shape[:2], -1)
-                    self.rows[name][key].append(value.detach().cpu())
+                    # A copy: an env may reuse its output buffers in the next step.
+                    self.rows[name][key].append(value.detach().clone())
         self._current = BatchedReset(
             {name: group.next for name, group in result.groups.items()}, result.state)
         return result
@@ -109,7 +110,7 @@ class TransitionRecorder:
     def transitions(self, group: str) -> Transitions:
         """Everything recorded for ``group`` (``N`` = env steps recorded)."""
         columns = self.rows[group]
-        return Transitions(*(torch.cat(columns[key]) for key in Transitions._fields))
+        return Transitions(*(torch.cat(columns[key]).cpu() for key in Transitions._fields))
 
     def recorded(self, group: str) -> int:
         return sum(int(part.shape[0]) for part in self.rows[group]["obs"])

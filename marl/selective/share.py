@@ -38,7 +38,7 @@ class GatherNetworks(nn.Module):
 
     Attributes:
         index: ``[A]`` int64 buffer, agent -> network (saved in checkpoints).
-        group: the agent group it belongs to (for :func:`selective_parametrizations`).
+        group: the agent group it belongs to (for :func:`iter_stacks`).
     """
 
     index: torch.Tensor
@@ -49,8 +49,9 @@ class GatherNetworks(nn.Module):
         self.register_buffer("index", index.clone())
         self.block = block
         self.group = group
-        # The stack's rows each agent takes, [A * s], rebuilt whenever `index` changes
-        # (set_index, load_state_dict): one index_select, no reshapes, per access.
+        # The stack's rows each agent takes, [A * s], rebuilt whenever `index` changes in
+        # place (set_index, load_state_dict): one index_select, no reshapes, per access.
+        # A buffer, so it moves with the module.
         self.register_buffer("rows", self._rows(), persistent=False)
         self._rows_version = self.index._version
 
@@ -63,8 +64,8 @@ class GatherNetworks(nn.Module):
         return (self.index.unsqueeze(1) * self.block + offsets).reshape(-1)
 
     def forward(self, stack: torch.Tensor) -> torch.Tensor:
-        if self.index._version != self._rows_version or self.rows.device != stack.device:
-            self.rows = self._rows().to(stack.device)
+        if self.index._version != self._rows_version:
+            self.rows = self._rows()
             self._rows_version = self.index._version
         return stack.index_select(0, self.rows)
 
@@ -159,18 +160,10 @@ def iter_stacks(module: nn.Module, group: str | None = None) -> Iterator[Stack]:
                 yield Stack(prefix, name, entry, gather)
 
 
-def selective_parametrizations(module: nn.Module, group: str | None = None
-                               ) -> Iterator[tuple[nn.Parameter, GatherNetworks]]:
-    """Every selective stack in ``module`` (of ``group``, or of any group): the trained
-    ``[K * s, ...]`` parameter and its :class:`GatherNetworks`."""
-    for stack in iter_stacks(module, group):
-        yield stack.parameter, stack.gather
-
-
 def group_index(module: nn.Module, group: str) -> torch.Tensor | None:
     """The agent -> network index of ``group``'s selective networks in ``module``, or None."""
-    for _, gather in selective_parametrizations(module, group):
-        return gather.index.detach().cpu().clone()
+    for stack in iter_stacks(module, group):
+        return stack.gather.index.detach().cpu().clone()
     return None
 
 
