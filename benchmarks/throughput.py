@@ -2,13 +2,16 @@
 
     python -m benchmarks.throughput [--quick] [--out DIR] [--num-envs 8 32 64]
                                     [--vectors sync subprocess] [--algos ippo ...]
+                                    [--compiled] [key=value ...]
 
 For each env vector (in-process ``sync`` or ``subprocess`` workers) and ``num_envs``, in
 fresh processes: (1) the ceiling, the same batched env stepped with uniform random actions
 and nothing else; (2) training with each algorithm's default config, a real ``marl
 train`` run timed from its own metric lines after the first iteration. All are repeated,
 interleaved, and the ratio training / ceiling is the headline: how close the learner runs
-to the env's own speed. Agent-steps/s = env-steps/s x agents.
+to the env's own speed. ``--compiled`` trains each algorithm eagerly and compiled
+(``train.compile``), with the compile time (left out of the rate) beside it.
+Agent-steps/s = env-steps/s x agents.
 """
 
 from __future__ import annotations
@@ -100,7 +103,8 @@ def _training(task: str, num_envs: int, vector: str, algo: str, env_steps: int,
         raise RuntimeError(f"only {len(lines)} metric lines after warm-up; raise --train-steps")
     first, last = lines[0], lines[-1]
     return {"env_steps_per_s": (last["env_steps"] - first["env_steps"])
-            / (last["wall_time"] - first["wall_time"])}
+            / (last["wall_time"] - first["wall_time"]),
+            "compile_s": float(last.get("compile_time", 0.0))}
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -124,6 +128,9 @@ def main() -> None:
     parser.add_argument("--recurrent", action="store_true",
                         help="train IPPO with MLP and GRU agents in every sharing mode and "
                         "backend (replaces --algos) and report GRU / MLP")
+    parser.add_argument("--compiled", action="store_true",
+                        help="train each of --algos eagerly and compiled (train.compile=false "
+                        "and true; torch-vectorised tasks) and report compiled / eager")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=400, help="ceiling: batched steps")
     parser.add_argument("--train-steps", type=int, default=20_000,
@@ -137,6 +144,9 @@ def main() -> None:
         return
     if args.recurrent:
         args.algos = list(RECURRENT_VARIANTS)
+    if args.compiled:
+        args.algos = [f"{algo}{',' if ':' in algo else ':'}train.compile={setting}"
+                      for algo in args.algos for setting in ("false", "true")]
     if args.quick:
         args.num_envs, args.repeats, args.steps, args.train_steps = [2], 1, 20, 120
         if args.recurrent:
@@ -150,6 +160,7 @@ def main() -> None:
         for num_envs in args.num_envs:
             where = ["--vectors", vector, "--num-envs", str(num_envs)]
             measured: dict[str, list[float]] = {"ceiling": []}
+            compile_s: dict[str, list[float]] = {}
             agents = 0
             for _ in range(args.repeats):  # interleaved, so load hits all kinds alike
                 ceiling = run_fresh(MODULE, ["--kind", "ceiling", *common, *where])
@@ -158,8 +169,9 @@ def main() -> None:
                 for algo in args.algos:
                     flags = [*args.overrides, "--kind", "training", "--algos", algo,
                              *common, *where]  # overrides first: --num-envs takes a list
-                    measured.setdefault(algo, []).append(
-                        run_fresh(MODULE, flags)["env_steps_per_s"])
+                    result = run_fresh(MODULE, flags)
+                    measured.setdefault(algo, []).append(result["env_steps_per_s"])
+                    compile_s.setdefault(algo, []).append(result.get("compile_s", 0.0))
             ceiling_summary = summary(measured["ceiling"])
             for algo in args.algos:
                 training = summary(measured[algo])
@@ -168,12 +180,15 @@ def main() -> None:
                     "ceiling": ceiling_summary, "training": training,
                     "agent_steps_per_s": training["median"] * agents,
                     "ratio": training["median"] / ceiling_summary["median"],
+                    "compile_s": summary(compile_s[algo])["median"],
                     "raw": {"ceiling": measured["ceiling"], "training": measured[algo]},
                 })
                 print(f"{algo} {vector} num_envs {num_envs}: ceiling "
                       f"{ceiling_summary['median']:,.0f}, training {training['median']:,.0f} "
                       f"env-steps/s ({rows[-1]['ratio']:.0%})", flush=True)
     table = _table(rows)
+    if args.compiled:
+        table = f"{table}\n\n{_compiled_table(rows)}"
     recurrent = _recurrent_table(rows)
     if recurrent:
         table = f"{table}\n\n{recurrent}"
@@ -201,6 +216,26 @@ def _table(rows: list[dict[str, Any]]) -> str:
                      f"| {c['median']:,.0f} ({c['min']:,.0f}-{c['max']:,.0f}) "
                      f"| {t['median']:,.0f} ({t['min']:,.0f}-{t['max']:,.0f}) "
                      f"| {row['agent_steps_per_s']:,.0f} | {row['ratio']:.0%} |")
+    return "\n".join(lines)
+
+
+def _compiled_table(rows: list[dict[str, Any]]) -> str:
+    """Compiled against eager training for every ``...train.compile=true`` row with a
+    ``...train.compile=false`` twin at the same ``num_envs``."""
+    eager = {(row["algo"].replace("train.compile=false", ""), row["vector"], row["num_envs"]):
+             row for row in rows if "train.compile=false" in row["algo"]}
+    lines = ["| algo | num_envs | ceiling env-steps/s | eager | compiled | compiled / eager "
+             "| compiled / ceiling | compile s |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        key = (row["algo"].replace("train.compile=true", ""), row["vector"], row["num_envs"])
+        base = eager.get(key)
+        if "train.compile=true" not in row["algo"] or base is None:
+            continue
+        fast, slow = row["training"]["median"], base["training"]["median"]
+        name = key[0].rstrip(":,")
+        lines.append(f"| {name} | {row['num_envs']} | {row['ceiling']['median']:,.0f} "
+                     f"| {slow:,.0f} | {fast:,.0f} | {fast / slow:.2f} | {row['ratio']:.0%} "
+                     f"| {row['compile_s']:.0f} |")
     return "\n".join(lines)
 
 

@@ -241,6 +241,10 @@ class TrainConfig:
         default=20_000)
     eval_episodes: int = _help("episodes per evaluation (mean per-agent return, 95% CI)",
                                default=32)
+    compile: bool | str = _help(
+        "compiled rollouts and updates (torch.compile) on torch-vectorised tasks: true, "
+        "false, or 'auto' (compile runs of at least 500,000 env steps, where the compile "
+        "time pays for itself); the run's config.yaml notes which path ran", default="auto")
     eval_mode: str = _help("PPO actions in evaluation: 'mode' (the most likely action) or "
                            "'sample'", default="mode")
 

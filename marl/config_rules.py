@@ -203,6 +203,7 @@ def check_values(values: Mapping[str, Any], hints: Mapping[str, Any]) -> None:
     for group, sharing in (values.get("groups.overrides") or {}).items():
         check_choice(f"groups.overrides.{group}", sharing, CHOICES["groups.sharing"])
     check_selective(values)  # before the ranges: its message names 'auto' too
+    check_compile(values.get("train.compile", "auto"))
     for key, rule in RANGES.items():
         if key in values and key in hints:
             if isinstance(values[key], str) and str in typing.get_args(hints[key]):
@@ -281,6 +282,14 @@ def check_combinations(values: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"env.num_workers={workers} is more than env.num_envs={num_envs} (each worker "
             f"steps at least one copy); e.g. env.num_workers={num_envs}")
+
+
+def check_compile(value: Any) -> None:
+    """``train.compile``: true, false or 'auto'."""
+    if value is True or value is False or value == "auto":
+        return
+    raise ConfigError(f"train.compile: expected true, false or 'auto', got {value!r}; e.g. "
+                      "train.compile=false")
 
 
 def check_selective(values: Mapping[str, Any]) -> None:

@@ -134,9 +134,9 @@ class ReturnScaler(nn.Module):
     def __call__(self, reward: torch.Tensor, ended: torch.Tensor,
                  alive: torch.Tensor) -> torch.Tensor:
         """Scale ``reward: [E, A]``; ``ended``/``alive``: ``[E, A]`` bool."""
-        self.returns = self.returns * self.gamma + reward
+        self.returns.mul_(self.gamma).add_(reward)  # in place: a compiled step mutates it
         self.stats.update(self.returns, alive)
-        self.returns = self.returns.masked_fill(ended, 0.0)
+        self.returns.masked_fill_(ended, 0.0)
         return reward / self.stats.std.to(reward.dtype)
 
 

@@ -28,6 +28,7 @@ from torch.nn.utils import parametrize
 
 from marl import checkpoint
 from marl.algos.base import Learner, NonFiniteLossError
+from marl.algos.compiled import compile_note, compile_seconds
 from marl.build import Checkpoints, build_env, make_evaluator, make_learner, resolve_device
 from marl.config import Config, ConfigError, dump, flatten, to_dict
 from marl.group_nets import encoder_note
@@ -91,7 +92,10 @@ def train(config: Config, stream: TextIO = sys.stdout) -> RunResult:
         stream.write(f"resuming {run_dir} from env step {env_steps:,}\n")
     if selective is not None:
         selective.start(algo.modules(), algo.optimizer)
-    dump(config, run_dir / "config.yaml", notes=[encoder_note(env, config)])
+    note = compile_note(algo)
+    dump(config, run_dir / "config.yaml", notes=[encoder_note(env, config), note])
+    if config.train.progress and config.train.compile is not False:
+        stream.write(f"{note}\n")
     writer.hparams(flatten(to_dict(config)))
     loop = _Loop(config, algo, tracker, writer, saver, evaluator, env_steps, wall_offset,
                  selective)
@@ -134,6 +138,7 @@ class _Loop:
         self.env_steps, self.wall_offset = env_steps, wall_offset
         self.start = self.last_time = time.perf_counter()
         self.last_steps, self.eval_seconds = env_steps, 0.0
+        self.compile_time = 0.0  # first calls of compiled graphs: reported, not in sps
 
     def run(self, stop: StopSignals) -> dict[str, float]:
         """Iterate until ``train.total_env_steps`` or a stop signal; return the last metrics."""
@@ -149,9 +154,16 @@ class _Loop:
         while self.env_steps < total and stop.signum is None:
             progress = self.env_steps / total
             # Collecting never changes the weights: selective networks gather theirs once.
+            compiling = compile_seconds()
             with parametrize.cached():
                 self.env_steps += algo.collect(self.tracker)
             losses = self._update(progress)
+            compiled = compile_seconds() - compiling
+            if compiled:
+                self.compile_time += compiled
+                self.eval_seconds += compiled  # left out of the steps per second
+                if self.config.train.progress:
+                    self.writer.stream.write(f"compiled in {compiled:.1f} s\n")
             if self.selective is not None:  # after the warm-up: K networks from now on
                 self.selective.after_iteration(self.env_steps, algo.modules(), algo.optimizer,
                                                self.writer)
@@ -198,6 +210,8 @@ class _Loop:
         and the evaluation's ``results``. An evaluation between log steps gets a line of
         its own, so the training windows are the same with evaluation on or off."""
         metrics: dict[str, float] = {"env_steps": self.env_steps, "wall_time": self._wall_time()}
+        if self.compile_time:
+            metrics["compile_time"] = self.compile_time
         if losses is not None:
             now = time.perf_counter()
             seconds = now - self.last_time - self.eval_seconds

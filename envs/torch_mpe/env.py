@@ -129,29 +129,38 @@ class TorchMPEEnv:
     # ------------------------------------------------------------- simulation
     def advance(self, actions: Mapping[str, torch.Tensor]) -> Transition:
         """Step every copy without resetting any (what :meth:`step` builds on)."""
-        force, comm = self.decode_actions(actions)
-        self.world = self.scenario.physics.step(self.world, force, comm)
+        self.world, obs, rewards = self.transition(self.world, actions)
         self.steps += 1
-        return Transition(self.observe(), reward(self.scenario, self.world),
-                          self.steps >= self.max_cycles)
+        return Transition(obs, rewards, self.steps >= self.max_cycles)
+
+    def transition(self, world: WorldState, actions: Mapping[str, torch.Tensor],
+                   check: bool = True) -> tuple[WorldState, dict[str, torch.Tensor],
+                                                torch.Tensor]:
+        """One step of ``world`` as a pure tensor function: ``(next world, per group
+        [E, A_g, F_g] observations, [E, n] rewards)``. Touches no attribute, so
+        ``torch.compile`` can capture it; ``check=False`` skips the action checks (whose
+        range check reads values back)."""
+        force, comm = self.decode_actions(actions, check)
+        world = self.scenario.physics.step(world, force, comm)
+        return world, self.scenario.observe(world), reward(self.scenario, world)
 
     def observe(self) -> dict[str, torch.Tensor]:
         """Per group ``[E, A_g, F_g]`` observations of the current :attr:`world`."""
         return self.scenario.observe(self.world)
 
-    def decode_actions(self, actions: Mapping[str, torch.Tensor]
+    def decode_actions(self, actions: Mapping[str, torch.Tensor], check: bool = True
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """Actions to ``(force [E, n, 2], utterance [E, n, C])``, as ``SimpleEnv._set_action``.
 
         A discrete action of an agent that moves and speaks is ``move + 5 * word``; the
         continuous one is ``[5 move entries, C word entries]``.
         """
-        if set(actions) != set(self.groups):
+        if check and set(actions) != set(self.groups):
             raise ActionError(f"expected actions for groups {list(self.groups)}, got "
                               f"{list(actions)}; pass one tensor per group, keyed by group name.")
         forces, words = [], []
         for name, spec in self.groups.items():
-            action = self._checked_action(name, spec, actions[name])
+            action = self._checked_action(name, spec, actions[name]) if check else actions[name]
             force, word = self._decode_group(self.scenario.kinds[name], action)
             forces.append(force)
             words.append(word)

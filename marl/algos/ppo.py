@@ -25,6 +25,13 @@ from marl_envs.core import BatchedEnv, BatchedReset, GroupObs, GroupStep
 from torch import nn
 
 from marl.algos.base import NonFiniteLossError
+from marl.algos.compiled import (
+    LOSS_TERMS,
+    CompiledLoss,
+    CompiledRollout,
+    compile_plan,
+    compiled,
+)
 from marl.algos.registry import ALGORITHMS
 from marl.algos.rollout import (
     Estimates,
@@ -94,6 +101,13 @@ class PPO:
         self.state = torch.zeros(state_shape, device=device) if self.use_state else None
         self.final_state = torch.zeros(state_shape, device=device) if self.use_state else None
         self.next: BatchedReset | None = None
+        # train.compile: one compiled graph per rollout step, per minibatch loss and for
+        # the estimates, where the task and the groups allow (marl.algos.compiled).
+        self.eager_reason = compile_plan(config, env, self)
+        self.compiled_rollout = CompiledRollout(self) if self.eager_reason is None else None
+        self.compiled_loss = CompiledLoss(self) if self.eager_reason is None else None
+        self._batches = (compiled(self._flat_batches) if self.eager_reason is None
+                         else self._flat_batches)
 
     def _items(self) -> list[tuple[str, AgentGroup]]:
         return [(name, group) for name, group in self.groups.items()]  # type: ignore[misc]
@@ -102,6 +116,8 @@ class PPO:
     @torch.no_grad()
     def collect(self, tracker: EpisodeTracker) -> int:
         """Step every env copy ``num_steps`` times into storage; return env steps taken."""
+        if self.compiled_rollout is not None:
+            return self.compiled_rollout.collect(tracker)
         if self.next is None:
             self.next = self.env.reset(seed=self.config.seed)
         current = self.next
@@ -244,15 +260,21 @@ class PPO:
             self.optimizer.set_lr(self.config.optim.lr * (1.0 - progress))
         ent_final = algo.ent_coef if algo.ent_coef_final is None else algo.ent_coef_final
         ent_coef = algo.ent_coef + (ent_final - algo.ent_coef) * progress
-        batches = self._flat_batches()
+        batches = self._batches()
         first = next(iter(batches.values()))
         num_samples = first.obs.shape[0 if first.sequences is None else 1]
         sums: dict[str, torch.Tensor] = {}
+        rows: torch.Tensor | int = 0  # the compiled loss's terms, [groups, terms], summed
+        coef = torch.tensor(ent_coef, device=self.device)
         for _ in range(algo.update_epochs):
             order = torch.randperm(num_samples, device=self.device)
             for index in order.chunk(algo.num_minibatches):
-                total = torch.zeros((), device=self.device)
-                for name, batch in batches.items():
+                if self.compiled_loss is not None:
+                    total, terms_now = self.compiled_loss(batches, index, coef)
+                    rows = rows + terms_now
+                else:
+                    total = torch.zeros((), device=self.device)
+                for name, batch in batches.items() if self.compiled_loss is None else ():
                     group = self.groups[name]
                     assert isinstance(group, AgentGroup)
                     terms = ppo_loss(group, take(batch, index), algo.clip_coef, ent_coef,
@@ -264,6 +286,9 @@ class PPO:
                 total.backward()
                 for key, value in self.optimizer.clip_and_step().items():
                     sums[key] = sums.get(key, 0) + value
+        if isinstance(rows, torch.Tensor):
+            sums.update({f"{name}/{key}": rows[g, k] for g, name in enumerate(batches)
+                         for k, key in enumerate(LOSS_TERMS)})
         count = algo.update_epochs * algo.num_minibatches
         metrics = {key: float(value) / count for key, value in sums.items()}
         self._check_finite(metrics)
@@ -369,8 +394,8 @@ class PPO:
         self.memory.reset()
 
 
-def ppo_loss(group: AgentGroup, batch: Minibatch, clip_coef: float, ent_coef: float,
-             vf_coef: float, clip_vloss: bool, norm_adv: bool) -> dict[str, torch.Tensor]:
+def ppo_loss(group: AgentGroup, batch: Minibatch, clip_coef: float,
+             ent_coef: float | torch.Tensor, vf_coef: float, clip_vloss: bool, norm_adv: bool) -> dict[str, torch.Tensor]:
     """PPO's clipped objective for one group, averaged over alive agents.
 
     Returns named terms: ``loss`` (what is summed over groups and minimised),

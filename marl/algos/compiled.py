@@ -1,0 +1,252 @@
+"""Compiled rollouts and updates for torch-vectorised tasks (``train.compile``).
+
+On a task whose env is a set of tensors (the torch MPE ports), one whole rollout step --
+observation normalisation, the policy, the env's physics, observations and rewards,
+reward scaling, the global state and the episode bookkeeping -- is a pure function of
+tensors, and ``torch.compile`` (the CPU inductor; on CUDA the same graphs) captures it as
+one graph; so is a PPO minibatch's loss, whose backward AOTAutograd compiles with it, and
+the GAE estimates over the stored rollout. What stays in Python per step is one call of
+the compiled step and the storage writes; once per episode the env is reset eagerly (its
+copies run in lockstep, so they all reset at the same step, known without a sync).
+
+One call of a compiled graph costs a few tens of microseconds however many operators it
+fuses; eager PyTorch pays a few microseconds for each of hundreds of small operators.
+That is the whole gain at small batches (README, "Where the time goes").
+
+:func:`compile_plan` decides where the compiled path runs; everything else (PettingZoo
+tasks, wrapped envs, recurrent or selective groups, action masks) takes the eager path,
+which is unchanged.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import types
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from marl_envs.core import BatchedReset, BatchedStep, GroupObs, GroupStep
+
+from marl.algos.rollout import Minibatch, take
+from marl.config import Config
+from marl.logging import EpisodeTracker
+
+if TYPE_CHECKING:
+    from marl.algos.ppo import PPO
+
+AUTO_MIN_ENV_STEPS = 500_000
+"""``train.compile=auto`` compiles runs of at least this many env steps: below it the
+compile time (20-60 s on a 2-core CPU) is not won back (README, "Compiled loops")."""
+
+
+# The env's lru_cache'd helpers build constant tensors from hashable arguments; tracing
+# through the cache, as dynamo does, computes the same constants.
+warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
+
+COMPILE_SECONDS: list[float] = []
+"""Seconds spent in first calls of compiled graphs in this process (compiling them)."""
+
+
+_instances = itertools.count()
+
+
+def _own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a bound method) over a copy of its code object of its own.
+
+    Dynamo keeps compiled graphs on the code object; with a copy per learner, two learners
+    in one process (a sweep, a test session) never share a graph, so a graph may skip the
+    guards that would tell them apart.
+    """
+    func = fn.__func__  # type: ignore[attr-defined]
+    number = next(_instances)
+    code = func.__code__.replace(co_name=f"{func.__name__}_{number}",
+                                 co_qualname=f"{func.__qualname__}_{number}")
+    copy = types.FunctionType(code, func.__globals__, code.co_name, func.__defaults__,
+                              func.__closure__)
+    return types.MethodType(copy, fn.__self__)  # type: ignore[attr-defined]
+
+
+def _compile(fn: Callable[..., Any]) -> Callable[..., Any]:
+    # Guards on tensors (shape, dtype, device) only: each graph belongs to one learner
+    # (:func:`_own_code`), whose config, module types and Python constants never change in
+    # a run, and the full guards over every module attribute cost ~100 us a call on a CPU.
+    graph = torch.compile(_own_code(fn), dynamic=False, fullgraph=True,
+                          options={"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe})
+    first = True
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        nonlocal first
+        if not first:
+            return graph(*args, **kwargs)
+        start = time.perf_counter()
+        out = graph(*args, **kwargs)
+        COMPILE_SECONDS.append(time.perf_counter() - start)
+        first = False
+        return out
+
+    return call
+
+
+def compile_seconds() -> float:
+    """Seconds spent compiling so far in this process (first calls of the graphs)."""
+    return sum(COMPILE_SECONDS)
+
+
+def compile_note(learner: Any) -> str:
+    """One line for the run's config.yaml: which path ran, and why when eager."""
+    reason = getattr(learner, "eager_reason", "this algorithm has no compiled path")
+    if reason is None:
+        return ("train.compile: compiled (torch.compile, inductor): the rollout step, the "
+                "minibatch loss and its backward, the estimates")
+    return f"train.compile: eager ({reason})"
+
+
+def compile_plan(config: Config, env: Any, ppo: PPO | None = None) -> str | None:
+    """``None`` when the compiled path runs, else why it does not (one line)."""
+    from marl_envs.torch_mpe.env import TorchMPEEnv
+
+    setting = config.train.compile
+    if setting is False:
+        return "train.compile=false"
+    if not isinstance(env, TorchMPEEnv):
+        return "the env is not a torch-vectorised task (compiled loops need one)"
+    if setting == "auto" and config.train.total_env_steps < AUTO_MIN_ENV_STEPS:
+        return (f"train.compile=auto and train.total_env_steps < {AUTO_MIN_ENV_STEPS:,} "
+                "(compiling would not pay for itself)")
+    if ppo is not None:
+        for name, group in ppo._items():
+            if group.actor_hidden is not None or group.critic_hidden is not None:
+                return f"group {name} is recurrent (groups.rnn=gru runs eagerly)"
+            if config.groups.sharing_of(name) == "selective":
+                return f"group {name} uses selective sharing (it runs eagerly)"
+            if group.spec.has_action_mask:
+                return f"group {name} has action masks (they run eagerly)"
+            if config.algo.reward_norm == "episode":
+                return "algo.reward_norm=episode (it runs eagerly)"
+    return None
+
+
+class CompiledRollout:
+    """PPO's rollout on a torch MPE env, one compiled graph per step.
+
+    Args:
+        ppo: the learner whose groups, normalisers and storage the rollout fills.
+    """
+
+    def __init__(self, ppo: PPO) -> None:
+        self.ppo = ppo
+        self.env: Any = ppo.env
+        self._step = _compile(self._pure_step)
+        num_envs = ppo.env.num_envs
+        self._alive = {name: torch.ones(num_envs, group.num_agents, dtype=torch.bool,
+                                        device=ppo.device)
+                       for name, group in ppo._items()}
+        self._flags = {flag: torch.tensor(flag, device=ppo.device) for flag in (False, True)}
+
+    @torch.no_grad()
+    def _pure_step(self, world: Any, obs: dict[str, torch.Tensor], ended: torch.Tensor,
+                   tracker: EpisodeTracker) -> tuple[Any, Any, dict[str, tuple[Any, ...]],
+                                                     tuple[torch.Tensor, torch.Tensor] | None]:
+        ppo, env = self.ppo, self.env
+        actions, acted = {}, {}
+        states = None
+        if ppo.state is not None:
+            state = ppo._prepare_state(env._state(obs), update=True)
+        for name, group in ppo._items():
+            flat = group.prepare_obs(obs[name], None, update=True)
+            out = group.act(flat, None)
+            actions[name] = group.env_action(out.action)
+            acted[name] = (flat, out.action, out.log_prob)
+        world, next_obs, rewards = env.transition(world, actions, check=False)
+        stored, groups = {}, {}
+        for name, group in ppo._items():
+            agents = env.scenario.groups[name]
+            reward = rewards[:, agents[0]:agents[-1] + 1]
+            alive = self._alive[name]
+            done = ended.expand_as(alive)
+            groups[name] = GroupStep(reward=reward, terminated=torch.zeros_like(done),
+                                     truncated=done, final_obs=next_obs[name],
+                                     next=GroupObs(next_obs[name], alive, None))
+            final = group.prepare_obs(next_obs[name])
+            normalizer = ppo.reward_norm[name]
+            scaled = reward if isinstance(normalizer, torch.nn.Identity) else normalizer(
+                reward, done, alive)
+            stored[name] = (*acted[name], final, scaled)
+        if ppo.state is not None:
+            states = (state, ppo._prepare_state(env._state(next_obs), update=False))
+        tracker.record(BatchedStep(groups, ended.expand(env.num_envs), None, None), self._alive)
+        return world, next_obs, stored, states
+
+    def collect(self, tracker: EpisodeTracker) -> int:
+        """Step every copy ``algo.num_steps`` times into the learner's storage."""
+        ppo, env = self.ppo, self.env
+        if ppo.next is None:
+            ppo.next = env.reset(seed=ppo.config.seed)
+        obs = {name: group_obs.obs for name, group_obs in ppo.next.groups.items()}
+        for t in range(ppo.algo.num_steps):
+            ended = env.steps + 1 >= env.max_cycles
+            world, next_obs, stored, states = self._step(env.world, obs, self._flags[ended],
+                                                         tracker)
+            env.world, env.steps = world, env.steps + 1
+            for name, (flat, action, log_prob, final, reward) in stored.items():
+                store = ppo.storage[name]
+                store.obs[t] = flat
+                store.action[t] = action
+                store.log_prob[t] = log_prob
+                store.final_obs[t] = final
+                store.reward[t] = reward
+                store.truncated[t] = ended
+            if states is not None:
+                assert ppo.state is not None and ppo.final_state is not None
+                ppo.state[t], ppo.final_state[t] = states
+            obs = next_obs
+            if ended:  # every copy's episode ends at this step: reset them all
+                obs = {name: g.obs for name, g in env.reset().groups.items()}
+        for name in ppo.storage:  # torch MPE agents never leave nor terminate
+            ppo.storage[name].alive.fill_(True)
+            ppo.storage[name].terminated.fill_(False)
+        ppo.next = BatchedReset({name: GroupObs(o, self._alive[name], None)
+                                 for name, o in obs.items()}, None)
+        return ppo.algo.num_steps * env.num_envs
+
+
+class CompiledLoss:
+    """One PPO minibatch's summed loss over every group as a compiled graph (its
+    backward compiled with it); returns ``(loss, terms [G, K])``."""
+
+    def __init__(self, ppo: PPO) -> None:
+        self.ppo = ppo
+        self.keys: list[str] = []
+        self._loss = _compile(self._pure_loss)
+
+    def _pure_loss(self, batches: dict[str, Minibatch], index: torch.Tensor,
+                   ent_coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from marl.algos.ppo import ppo_loss
+
+        algo = self.ppo.algo
+        total = torch.zeros((), device=index.device)
+        rows = []
+        for name, batch in batches.items():
+            terms = ppo_loss(self.ppo.groups[name], take(batch, index),  # type: ignore[arg-type]
+                             algo.clip_coef, ent_coef, algo.vf_coef, algo.clip_vloss,
+                             algo.norm_adv)
+            total = total + terms["loss"]
+            rows.append(torch.stack([value.detach() for value in terms.values()]))
+        return total, torch.stack(rows)
+
+    def __call__(self, batches: dict[str, Minibatch], index: torch.Tensor,
+                 ent_coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total, rows = self._loss(batches, index, ent_coef)
+        return total, rows
+
+
+LOSS_TERMS = ("loss", "policy", "value", "entropy", "approx_kl", "clip_fraction")
+"""The rows of :class:`CompiledLoss`'s terms, as :func:`marl.algos.ppo.ppo_loss` names them."""
+
+
+def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` compiled as the other graphs of this module are."""
+    return _compile(fn)

@@ -1,0 +1,152 @@
+"""The compiled path (``train.compile``): where it runs, and that it computes what the
+eager path computes.
+
+Compiling a graph takes tens of seconds on a CPU, so the graphs here are few and small
+(4 env copies, short rollouts); inductor caches them on disk between runs.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from marl.algos.compiled import AUTO_MIN_ENV_STEPS, compile_plan
+from marl.build import build_env, make_learner
+from marl.config import Config, ConfigError, apply, parse_overrides
+from marl.logging import EpisodeTracker
+from marl.trainer import train
+
+TASK = "torch/simple_spread_v3"
+
+
+def _config(*overrides: str) -> Config:
+    base = [f"env.task={TASK}", "env.num_envs=4", "algo.num_steps=30", "train.compile=true",
+            "algo.update_epochs=1", "algo.num_minibatches=2"]
+    return apply(Config(), parse_overrides([*base, *overrides]))
+
+
+def _learner(config: Config):  # type: ignore[no-untyped-def]
+    device = torch.device("cpu")
+    env = build_env(config, device)
+    return env, make_learner(env, config, device)
+
+
+def _tracker(env) -> EpisodeTracker:  # type: ignore[no-untyped-def]
+    return EpisodeTracker({n: s.num_agents for n, s in env.groups.items()}, env.num_envs,
+                          torch.device("cpu"))
+
+
+def test_plan_says_where_the_compiled_path_runs() -> None:
+    env, ppo = _learner(_config())
+    assert compile_plan(ppo.config, env, ppo) is None and ppo.compiled_rollout is not None
+    off = _config("train.compile=false")
+    assert compile_plan(off, env) == "train.compile=false"
+    short = _config("train.compile=auto", f"train.total_env_steps={AUTO_MIN_ENV_STEPS - 1}")
+    assert "auto" in (compile_plan(short, env) or "")
+    long = _config("train.compile=auto", f"train.total_env_steps={AUTO_MIN_ENV_STEPS}")
+    assert compile_plan(long, env) is None
+    gru = _config("groups.rnn=gru", "groups.hidden=[32]")
+    _, ppo_gru = _learner(gru)
+    assert "recurrent" in (ppo_gru.eager_reason or "") and ppo_gru.compiled_rollout is None
+    toy = _config("env.task=toy/coop_match")
+    _, toy_ppo = _learner(toy)
+    assert "torch-vectorised" in (toy_ppo.eager_reason or "")
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "yes please"])
+def test_bad_compile_values_are_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="train.compile: expected true, false or 'auto'"):
+        _config(f"train.compile={value}")
+
+
+def test_compiled_rollout_stores_the_envs_own_transitions() -> None:
+    """Replaying the stored actions through an eager copy of the env, from the same seed,
+    gives the stored observations, final observations and rewards; the stored log-probs
+    are the policy's at the stored observations; the tracker's returns are the stored
+    rewards summed per episode."""
+    config = _config("algo.obs_norm=false", "algo.reward_norm=none")
+    env, ppo = _learner(config)
+    tracker = _tracker(env)
+    ppo.collect(tracker)
+    store = ppo.storage["agent"]
+    replay = build_env(config, torch.device("cpu"))
+    current = replay.reset(seed=config.seed)
+    returns = torch.zeros(env.num_envs)
+    episodes = []
+    for t in range(config.algo.num_steps):
+        torch.testing.assert_close(store.obs[t], current.groups["agent"].obs)
+        step = replay.step({"agent": store.action[t]})
+        group = step.groups["agent"]
+        torch.testing.assert_close(store.reward[t], group.reward)
+        torch.testing.assert_close(store.final_obs[t], group.final_obs)
+        assert torch.equal(store.truncated[t], group.truncated)
+        assert not store.terminated[t].any() and store.alive[t].all()
+        returns += group.reward.mean(-1)
+        if bool(step.env_done.all()):
+            episodes.append(returns.mean().item())
+            returns = torch.zeros(env.num_envs)
+        current = current._replace(groups={"agent": group.next})
+    with torch.no_grad():
+        dist = ppo.groups["agent"].distribution(store.obs)
+        torch.testing.assert_close(dist.log_prob(store.action), store.log_prob)
+    stats = tracker.pop()
+    assert stats["episodes"] == env.num_envs * len(episodes)
+    assert stats["episode_return"] == pytest.approx(sum(episodes) / len(episodes), rel=1e-5)
+
+
+@pytest.mark.parametrize("options", [(), ("algo.name=mappo",),
+                                     ("groups.activation=relu", "algo.clip_coef=0.1")])
+def test_compiled_and_eager_losses_agree_on_the_same_batch(options: tuple[str, ...]) -> None:
+    """The compiled minibatch loss and its gradients equal the eager ones on one batch
+    to 1e-5 (relative): IPPO, MAPPO (whose critic reads the global state), and a learner
+    of the same shapes with other constants and activations, compiled in the same
+    process (it must get a graph of its own)."""
+    config = _config(*options)
+    env, ppo = _learner(config)
+    ppo.collect(_tracker(env))
+    saved = {k: v.clone() for k, v in ppo.groups.state_dict().items()}
+    batches = ppo._flat_batches()  # updates the value statistics: from the same state twice
+    ppo.groups.load_state_dict(saved)
+    compiled_batches = ppo._batches()
+    eager_batches = batches
+    for name in batches:
+        for eager, compiled in zip(eager_batches[name], compiled_batches[name], strict=True):
+            if isinstance(eager, torch.Tensor):
+                torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+    index = torch.randperm(next(iter(batches.values())).obs.shape[0])[:50]
+    coef = torch.tensor(0.01)
+    params = [p for p in ppo.groups.parameters() if p.requires_grad]
+    assert ppo.compiled_loss is not None
+    total, rows = ppo.compiled_loss(batches, index, coef)
+    compiled_grads = torch.autograd.grad(total, params)
+    from marl.algos.ppo import ppo_loss
+    from marl.algos.rollout import take
+
+    algo = config.algo
+    terms = ppo_loss(ppo.groups["agent"], take(batches["agent"], index), algo.clip_coef, 0.01,
+                     algo.vf_coef, algo.clip_vloss, algo.norm_adv)
+    eager_grads = torch.autograd.grad(terms["loss"], params)
+    torch.testing.assert_close(total, terms["loss"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(rows[0], torch.stack([v.detach() for v in terms.values()]),
+                               rtol=1e-5, atol=1e-6)
+    for got, want in zip(compiled_grads, eager_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_run_config_records_the_path_and_the_compile_time(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    overrides = [f"env.task={TASK}", "env.num_envs=4", "algo.num_steps=30",
+                 "algo.update_epochs=1", "algo.num_minibatches=2", "train.total_env_steps=240",
+                 "train.log_every=120", "train.eval_every=0", "run.tensorboard=false"]
+    for setting, expected in (("true", "train.compile: compiled"),
+                              ("false", "train.compile: eager (train.compile=false)")):
+        run_dir = tmp_path / setting
+        config = apply(Config(), parse_overrides([*overrides, f"train.compile={setting}",
+                                                  f"run.dir={run_dir}"]))
+        result = train(config, stream=open(tmp_path / f"{setting}.log", "w"))  # noqa: SIM115
+        text = (run_dir / "config.yaml").read_text()
+        assert expected in text
+        assert yaml.safe_load(text)["train"]["compile"] is (setting == "true")
+        assert result.env_steps == 240
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        assert ("compile_time" in lines[-1]) is (setting == "true")
