@@ -17,6 +17,7 @@ Agent-steps/s = env-steps/s x agents.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -71,7 +72,7 @@ def _ceiling(task: str, num_envs: int, steps: int, vector: str) -> dict[str, flo
 
 
 def _training(task: str, num_envs: int, vector: str, algo: str, env_steps: int,
-              overrides: list[str]) -> dict[str, float]:
+              overrides: list[str], iterations: int = 0) -> dict[str, float]:
     """Env-steps/s of a real ``marl train`` run, from its own metric lines.
 
     The rate is taken between the first and the last logged line, so start-up (env
@@ -89,10 +90,14 @@ def _training(task: str, num_envs: int, vector: str, algo: str, env_steps: int,
         config = load(hpset=hpset, overrides={
             "env.task": task, "env.num_envs": str(num_envs), "env.vector": vector,
             "algo.name": algo_name, "train.total_env_steps": str(env_steps),
-            "train.log_every": "1", "train.checkpoint_every": str(10 * env_steps),
+            "train.log_every": "1", "train.checkpoint_every": str(10**12),
             "train.progress": "false", "run.tensorboard": "false", "run.dir": run_dir,
             "train.eval_every": "0",
             **parse_overrides([*overrides, *filter(None, extra.split(","))])})
+        if iterations:  # the first (start-up, compiling) and `iterations` timed ones
+            config = dataclasses.replace(config, train=dataclasses.replace(
+                config.train, total_env_steps=(iterations + 1) * config.algo.num_steps
+                * num_envs))
         train(config)
         lines = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").open()]
     # lines[0] closes the first iteration (start-up); off-policy learners also skip the
@@ -112,7 +117,7 @@ def _worker(args: argparse.Namespace) -> None:
         result = _ceiling(args.task, args.num_envs[0], args.steps, args.vectors[0])
     else:
         result = _training(args.task, args.num_envs[0], args.vectors[0], args.algos[0],
-                           args.train_steps, args.overrides)
+                           args.train_steps, args.overrides, args.train_iterations)
     emit(result)
 
 
@@ -133,6 +138,9 @@ def main() -> None:
                         "and true; torch-vectorised tasks) and report compiled / eager")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=400, help="ceiling: batched steps")
+    parser.add_argument("--train-iterations", type=int, default=0,
+                        help="training: time this many iterations after the first, whatever "
+                        "num_envs (replaces --train-steps; on-policy learners)")
     parser.add_argument("--train-steps", type=int, default=20_000,
                         help="training: env steps per measured run")
     add_output_arguments(parser, "throughput", "tiny sizes, for tests", ("ceiling", "training"))
@@ -155,7 +163,8 @@ def main() -> None:
         args.overrides = [*args.overrides, "algo.num_steps=10"]
     rows: list[dict[str, Any]] = []
     common = ["--task", args.task, "--steps", str(args.steps),
-              "--train-steps", str(args.train_steps)]
+              "--train-steps", str(args.train_steps),
+              "--train-iterations", str(args.train_iterations)]
     for vector in args.vectors:
         for num_envs in args.num_envs:
             where = ["--vectors", vector, "--num-envs", str(num_envs)]

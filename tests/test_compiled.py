@@ -49,6 +49,8 @@ def test_plan_says_where_the_compiled_path_runs() -> None:
     gru = _config("groups.rnn=gru", "groups.hidden=[32]")
     _, ppo_gru = _learner(gru)
     assert "recurrent" in (ppo_gru.eager_reason or "") and ppo_gru.compiled_rollout is None
+    fork = _config("groups.sharing=independent", "groups.backend=fork")
+    assert "TorchScript" in (compile_plan(fork, env, _learner(fork)[1]) or "")
     toy = _config("env.task=toy/coop_match")
     _, toy_ppo = _learner(toy)
     assert "torch-vectorised" in (toy_ppo.eager_reason or "")
@@ -96,12 +98,13 @@ def test_compiled_rollout_stores_the_envs_own_transitions() -> None:
 
 
 @pytest.mark.parametrize("options", [(), ("algo.name=mappo",),
-                                     ("groups.activation=relu", "algo.clip_coef=0.1")])
+                                     ("groups.activation=relu", "algo.clip_coef=0.1"),
+                                     ("groups.sharing=independent",)])
 def test_compiled_and_eager_losses_agree_on_the_same_batch(options: tuple[str, ...]) -> None:
     """The compiled minibatch loss and its gradients equal the eager ones on one batch
-    to 1e-5 (relative): IPPO, MAPPO (whose critic reads the global state), and a learner
-    of the same shapes with other constants and activations, compiled in the same
-    process (it must get a graph of its own)."""
+    to 1e-5 (relative): IPPO, MAPPO (whose critic reads the global state), a learner of
+    the same shapes with other constants and activations, compiled in the same process
+    (it must get a graph of its own), and independent ``batched`` networks."""
     config = _config(*options)
     env, ppo = _learner(config)
     ppo.collect(_tracker(env))

@@ -69,11 +69,28 @@ def _own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
     return types.MethodType(copy, fn.__self__)  # type: ignore[attr-defined]
 
 
+def _exp_tanh(x: torch.Tensor) -> torch.Tensor:
+    """``tanh`` through one ``exp``: within 1e-7 of ``torch.tanh``, and in an inductor CPU
+    kernel about 2.7x faster (its ``tanh`` is an accurate SLEEF call, 3.6 ns an element on
+    the 2-core machine of the README; ``exp`` is 1.3 ns). Saturates to +-1 without NaNs."""
+    return 1.0 - 2.0 / (torch.exp(2.0 * x) + 1.0)
+
+
+def _inductor(graph: torch.fx.GraphModule, inputs: list[Any]) -> Any:
+    """The inductor backend with :func:`_exp_tanh` for ``aten.tanh`` (the derivative
+    still comes from the saved output, ``1 - y^2``)."""
+    from torch._inductor.compile_fx import compile_fx
+    from torch._inductor.decomposition import select_decomp_table
+
+    table = {**select_decomp_table(), torch.ops.aten.tanh.default: _exp_tanh}
+    return compile_fx(graph, inputs, decompositions=table)
+
+
 def _compile(fn: Callable[..., Any]) -> Callable[..., Any]:
     # Guards on tensors (shape, dtype, device) only: each graph belongs to one learner
     # (:func:`_own_code`), whose config, module types and Python constants never change in
     # a run, and the full guards over every module attribute cost ~100 us a call on a CPU.
-    graph = torch.compile(_own_code(fn), dynamic=False, fullgraph=True,
+    graph = torch.compile(_own_code(fn), dynamic=False, fullgraph=True, backend=_inductor,
                           options={"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe})
     first = True
 
@@ -120,7 +137,11 @@ def compile_plan(config: Config, env: Any, ppo: PPO | None = None) -> str | None
         for name, group in ppo._items():
             if group.actor_hidden is not None or group.critic_hidden is not None:
                 return f"group {name} is recurrent (groups.rnn=gru runs eagerly)"
-            if config.groups.sharing_of(name) == "selective":
+            sharing = config.groups.sharing_of(name)
+            if sharing == "independent" and config.groups.backend == "fork":
+                return (f"group {name} runs TorchScript (groups.backend=fork), which "
+                        "torch.compile does not trace")
+            if sharing == "selective":
                 return f"group {name} uses selective sharing (it runs eagerly)"
             if group.spec.has_action_mask:
                 return f"group {name} has action masks (they run eagerly)"

@@ -395,7 +395,8 @@ class PPO:
 
 
 def ppo_loss(group: AgentGroup, batch: Minibatch, clip_coef: float,
-             ent_coef: float | torch.Tensor, vf_coef: float, clip_vloss: bool, norm_adv: bool) -> dict[str, torch.Tensor]:
+             ent_coef: float | torch.Tensor, vf_coef: float, clip_vloss: bool,
+             norm_adv: bool) -> dict[str, torch.Tensor]:
     """PPO's clipped objective for one group, averaged over alive agents.
 
     Returns named terms: ``loss`` (what is summed over groups and minimised),
