@@ -99,12 +99,14 @@ def test_compiled_rollout_stores_the_envs_own_transitions() -> None:
 
 @pytest.mark.parametrize("options", [(), ("algo.name=mappo",),
                                      ("groups.activation=relu", "algo.clip_coef=0.1"),
-                                     ("groups.sharing=independent",)])
+                                     ("groups.sharing=independent",),
+                                     ("env.kwargs.continuous_actions=true",)])
 def test_compiled_and_eager_losses_agree_on_the_same_batch(options: tuple[str, ...]) -> None:
     """The compiled minibatch loss and its gradients equal the eager ones on one batch
     to 1e-5 (relative): IPPO, MAPPO (whose critic reads the global state), a learner of
     the same shapes with other constants and activations, compiled in the same process
-    (it must get a graph of its own), and independent ``batched`` networks."""
+    (it must get a graph of its own), independent ``batched`` networks, and Gaussian
+    policies (continuous actions)."""
     config = _config(*options)
     env, ppo = _learner(config)
     ppo.collect(_tracker(env))
