@@ -215,3 +215,46 @@ def test_throughput_recurrent_reports_gru_over_mlp(tmp_path: Path) -> None:
     table = (tmp_path / "out" / "results.md").read_text()
     mlp, gru = (row["training"]["median"] for row in rows)
     assert f"| shared | sync | 2 | {mlp:,.0f} | {gru:,.0f} | {gru / mlp:.2f} |" in table
+
+
+def test_profile_quick_splits_each_phase_by_kind(tmp_path: Path) -> None:
+    """``marl bench profile --quick``: eager and compiled rows, each phase's profiled time
+    split into the documented kinds, the compiled row with its compile time."""
+    out = _bench_quick("profile", tmp_path)
+    results = json.loads((out / "results.json").read_text())
+    assert results["benchmark"] == "profile" and results["threads"] == 1
+    rows = results["rows"]
+    assert [row["compiled"] for row in rows] == [False, True]
+    eager, compiled = rows
+    assert compiled["eager_reason"] is None and eager["eager_reason"] == "train.compile=false"
+    assert compiled["compile_s"] > 0 and eager["compile_s"] == 0
+    for row in rows:
+        _check_summary(row["collect_ms"])
+        _check_summary(row["env_steps_per_s"])
+        for phase in ("collect", "update"):
+            kinds = row["profile"][phase]
+            assert set(kinds) == {"compiled graphs", "matmul", "other ops", "optimiser",
+                                  "autograd", "guards & calls", "python", "wall"}
+            assert all(value >= 0 for value in kinds.values()) and kinds["wall"] > 0
+    assert eager["profile"]["update"]["compiled graphs"] == 0
+    assert compiled["profile"]["update"]["compiled graphs"] > 0
+    table = (out / "results.md").read_text()
+    assert "| 2 | eager |" in table and "| 2 | compiled |" in table
+
+
+def test_throughput_compiled_tables_compiled_over_eager(tmp_path: Path) -> None:
+    """``--compiled`` trains each algorithm with train.compile=false and true and tables
+    the ratio and the compile time."""
+    result = subprocess.run([MARL, "bench", "throughput", "--quick", "--compiled", "--task",
+                             "torch/simple_spread_v3", "--vectors", "sync", "--out", "out"],
+                            cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
+    assert [row["algo"] for row in rows] == ["ippo:train.compile=false",
+                                             "ippo:train.compile=true"]
+    eager, compiled = rows
+    assert eager["compile_s"] == 0 and compiled["compile_s"] > 0
+    slow, fast = eager["training"]["median"], compiled["training"]["median"]
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert f"| ippo | 2 | {compiled['ceiling']['median']:,.0f} | {slow:,.0f} | {fast:,.0f} " \
+           f"| {fast / slow:.2f} |" in table
