@@ -152,15 +152,15 @@ def main() -> None:
         return
     if args.recurrent:
         args.algos = list(RECURRENT_VARIANTS)
-    if args.compiled:
-        args.algos = [f"{algo}{',' if ':' in algo else ':'}train.compile={setting}"
-                      for algo in args.algos for setting in ("false", "true")]
     if args.quick:
         args.num_envs, args.repeats, args.steps, args.train_steps = [2], 1, 20, 120
         if args.recurrent:
             args.algos = [RECURRENT_VARIANTS[0], RECURRENT_VARIANTS[1]]
         args.algos = ["ippo"] if args.algos == list(DEFAULT_ALGOS) else args.algos
         args.overrides = [*args.overrides, "algo.num_steps=10"]
+    if args.compiled:
+        args.algos = [f"{algo}{',' if ':' in algo else ':'}train.compile={setting}"
+                      for algo in args.algos for setting in ("false", "true")]
     rows: list[dict[str, Any]] = []
     common = ["--task", args.task, "--steps", str(args.steps),
               "--train-steps", str(args.train_steps),
