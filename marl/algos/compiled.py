@@ -25,7 +25,7 @@ import time
 import types
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from marl_envs.core import BatchedReset, BatchedStep, GroupObs, GroupStep
@@ -34,8 +34,8 @@ from marl.algos.rollout import Minibatch, take
 from marl.config import Config
 from marl.logging import EpisodeTracker
 
-if TYPE_CHECKING:
-    from marl.algos.ppo import PPO
+PPO = Any
+"""The learner these graphs serve (:class:`marl.algos.ppo.PPO`, which imports this module)."""
 
 AUTO_MIN_ENV_STEPS = 500_000
 """``train.compile=auto`` compiles runs of at least this many env steps: below it the
@@ -121,7 +121,7 @@ def compile_note(learner: Any) -> str:
     return f"train.compile: eager ({reason})"
 
 
-def compile_plan(config: Config, env: Any, ppo: PPO | None = None) -> str | None:
+def compile_plan(config: Config, env: Any, ppo: PPO = None) -> str | None:
     """``None`` when the compiled path runs, else why it does not (one line)."""
     from marl_envs.torch_mpe.env import TorchMPEEnv
 
@@ -238,20 +238,18 @@ class CompiledLoss:
     """One PPO minibatch's summed loss over every group as a compiled graph (its
     backward compiled with it); returns ``(loss, terms [G, K])``."""
 
-    def __init__(self, ppo: PPO) -> None:
+    def __init__(self, ppo: PPO, loss: Callable[..., dict[str, torch.Tensor]]) -> None:
         self.ppo = ppo
-        self.keys: list[str] = []
+        self.loss = loss  # marl.algos.ppo.ppo_loss
         self._loss = _compile(self._pure_loss)
 
     def _pure_loss(self, batches: dict[str, Minibatch], index: torch.Tensor,
                    ent_coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from marl.algos.ppo import ppo_loss
-
         algo = self.ppo.algo
         total = torch.zeros((), device=index.device)
         rows = []
         for name, batch in batches.items():
-            terms = ppo_loss(self.ppo.groups[name], take(batch, index),  # type: ignore[arg-type]
+            terms = self.loss(self.ppo.groups[name], take(batch, index),
                              algo.clip_coef, ent_coef, algo.vf_coef, algo.clip_vloss,
                              algo.norm_adv)
             total = total + terms["loss"]

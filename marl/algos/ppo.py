@@ -104,8 +104,14 @@ class PPO:
         # train.compile: one compiled graph per rollout step, per minibatch loss and for
         # the estimates, where the task and the groups allow (marl.algos.compiled).
         self.eager_reason = compile_plan(config, env, self)
+        if self.eager_reason is None:
+            # Graphs of learners built before this one in the process are dropped (they
+            # recompile if used again): dynamo's state from another learner's graphs
+            # has broken a later learner's first compile (KeyError from its bytecode).
+            torch._dynamo.reset()
         self.compiled_rollout = CompiledRollout(self) if self.eager_reason is None else None
-        self.compiled_loss = CompiledLoss(self) if self.eager_reason is None else None
+        self.compiled_loss = (CompiledLoss(self, ppo_loss) if self.eager_reason is None
+                              else None)
         self._batches = (compiled(self._flat_batches) if self.eager_reason is None
                          else self._flat_batches)
 
