@@ -114,18 +114,17 @@ def test_compiled_and_eager_losses_agree_on_the_same_batch(options: tuple[str, .
     batches = ppo._flat_batches()  # updates the value statistics: from the same state twice
     ppo.groups.load_state_dict(saved)
     compiled_batches = ppo._batches()
-    eager_batches = batches
     for name in batches:
-        for eager, compiled in zip(eager_batches[name], compiled_batches[name], strict=True):
+        for eager, compiled in zip(batches[name], compiled_batches[name], strict=True):
             if isinstance(eager, torch.Tensor):
                 torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
     index = torch.randperm(next(iter(batches.values())).obs.shape[0])[:50]
     coef = torch.tensor(0.01)
     params = [p for p in ppo.groups.parameters() if p.requires_grad]
-    assert ppo.compiled_loss is not None
-    total, rows = ppo.compiled_loss(batches, index, coef)
+    assert ppo.compiled_rollout is not None  # the compiled path, loss included
+    total, rows = ppo._loss(batches, index, coef)
     compiled_grads = torch.autograd.grad(total, params)
-    from marl.algos.ppo import ppo_loss
+    from marl.algos.ppo import LOSS_TERMS, ppo_loss
     from marl.algos.rollout import take
 
     algo = config.algo
@@ -133,7 +132,7 @@ def test_compiled_and_eager_losses_agree_on_the_same_batch(options: tuple[str, .
                      algo.vf_coef, algo.clip_vloss, algo.norm_adv)
     eager_grads = torch.autograd.grad(terms["loss"], params)
     torch.testing.assert_close(total, terms["loss"], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(rows[0], torch.stack([v.detach() for v in terms.values()]),
+    torch.testing.assert_close(rows[0], torch.stack([terms[k].detach() for k in LOSS_TERMS]),
                                rtol=1e-5, atol=1e-6)
     for got, want in zip(compiled_grads, eager_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
@@ -148,7 +147,8 @@ def test_run_config_records_the_path_and_the_compile_time(tmp_path) -> None:  # 
         run_dir = tmp_path / setting
         config = apply(Config(), parse_overrides([*overrides, f"train.compile={setting}",
                                                   f"run.dir={run_dir}"]))
-        result = train(config, stream=open(tmp_path / f"{setting}.log", "w"))  # noqa: SIM115
+        with open(tmp_path / f"{setting}.log", "w") as stream:
+            result = train(config, stream=stream)
         text = (run_dir / "config.yaml").read_text()
         assert expected in text
         assert yaml.safe_load(text)["train"]["compile"] is (setting == "true")

@@ -30,7 +30,6 @@ from typing import Any
 import torch
 from marl_envs.core import BatchedReset, BatchedStep, GroupObs, GroupStep
 
-from marl.algos.rollout import Minibatch, take
 from marl.config import Config
 from marl.logging import EpisodeTracker
 
@@ -86,7 +85,9 @@ def _inductor(graph: torch.fx.GraphModule, inputs: list[Any]) -> Any:
     return compile_fx(graph, inputs, decompositions=table)
 
 
-def _compile(fn: Callable[..., Any]) -> Callable[..., Any]:
+def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a bound method) as a graph of its own learner, its first call timed as
+    compile time (:func:`compile_seconds`)."""
     # Guards on tensors (shape, dtype, device) only: each graph belongs to one learner
     # (:func:`_own_code`), whose config, module types and Python constants never change in
     # a run, and the full guards over every module attribute cost ~100 us a call on a CPU.
@@ -133,6 +134,8 @@ def compile_plan(config: Config, env: Any, ppo: PPO = None) -> str | None:
     if setting == "auto" and config.train.total_env_steps < AUTO_MIN_ENV_STEPS:
         return (f"train.compile=auto and train.total_env_steps < {AUTO_MIN_ENV_STEPS:,} "
                 "(compiling would not pay for itself)")
+    if config.algo.reward_norm == "episode":
+        return "algo.reward_norm=episode (it runs eagerly)"
     if ppo is not None:
         for name, group in ppo._items():
             if group.actor_hidden is not None or group.critic_hidden is not None:
@@ -145,8 +148,6 @@ def compile_plan(config: Config, env: Any, ppo: PPO = None) -> str | None:
                 return f"group {name} uses selective sharing (it runs eagerly)"
             if group.spec.has_action_mask:
                 return f"group {name} has action masks (they run eagerly)"
-            if config.algo.reward_norm == "episode":
-                return "algo.reward_norm=episode (it runs eagerly)"
     return None
 
 
@@ -158,9 +159,13 @@ class CompiledRollout:
     """
 
     def __init__(self, ppo: PPO) -> None:
+        # A learner's graphs start from a clean dynamo: state left by another learner's
+        # graphs in this process has broken a later learner's first compile (a KeyError
+        # from its bytecode). Earlier learners' graphs recompile if they are used again.
+        torch._dynamo.reset()
         self.ppo = ppo
         self.env: Any = ppo.env
-        self._step = _compile(self._pure_step)
+        self._step = compiled(self._pure_step)
         num_envs = ppo.env.num_envs
         self._alive = {name: torch.ones(num_envs, group.num_agents, dtype=torch.bool,
                                         device=ppo.device)
@@ -232,40 +237,3 @@ class CompiledRollout:
         ppo.next = BatchedReset({name: GroupObs(o, self._alive[name], None)
                                  for name, o in obs.items()}, None)
         return ppo.algo.num_steps * env.num_envs
-
-
-class CompiledLoss:
-    """One PPO minibatch's summed loss over every group as a compiled graph (its
-    backward compiled with it); returns ``(loss, terms [G, K])``."""
-
-    def __init__(self, ppo: PPO, loss: Callable[..., dict[str, torch.Tensor]]) -> None:
-        self.ppo = ppo
-        self.loss = loss  # marl.algos.ppo.ppo_loss
-        self._loss = _compile(self._pure_loss)
-
-    def _pure_loss(self, batches: dict[str, Minibatch], index: torch.Tensor,
-                   ent_coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        algo = self.ppo.algo
-        total = torch.zeros((), device=index.device)
-        rows = []
-        for name, batch in batches.items():
-            terms = self.loss(self.ppo.groups[name], take(batch, index),
-                             algo.clip_coef, ent_coef, algo.vf_coef, algo.clip_vloss,
-                             algo.norm_adv)
-            total = total + terms["loss"]
-            rows.append(torch.stack([value.detach() for value in terms.values()]))
-        return total, torch.stack(rows)
-
-    def __call__(self, batches: dict[str, Minibatch], index: torch.Tensor,
-                 ent_coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        total, rows = self._loss(batches, index, ent_coef)
-        return total, rows
-
-
-LOSS_TERMS = ("loss", "policy", "value", "entropy", "approx_kl", "clip_fraction")
-"""The rows of :class:`CompiledLoss`'s terms, as :func:`marl.algos.ppo.ppo_loss` names them."""
-
-
-def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` compiled as the other graphs of this module are."""
-    return _compile(fn)

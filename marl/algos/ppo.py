@@ -25,13 +25,7 @@ from marl_envs.core import BatchedEnv, BatchedReset, GroupObs, GroupStep
 from torch import nn
 
 from marl.algos.base import NonFiniteLossError
-from marl.algos.compiled import (
-    LOSS_TERMS,
-    CompiledLoss,
-    CompiledRollout,
-    compile_plan,
-    compiled,
-)
+from marl.algos.compiled import CompiledRollout, compile_plan, compiled
 from marl.algos.registry import ALGORITHMS
 from marl.algos.rollout import (
     Estimates,
@@ -104,16 +98,10 @@ class PPO:
         # train.compile: one compiled graph per rollout step, per minibatch loss and for
         # the estimates, where the task and the groups allow (marl.algos.compiled).
         self.eager_reason = compile_plan(config, env, self)
-        if self.eager_reason is None:
-            # Graphs of learners built before this one in the process are dropped (they
-            # recompile if used again): dynamo's state from another learner's graphs
-            # has broken a later learner's first compile (KeyError from its bytecode).
-            torch._dynamo.reset()
-        self.compiled_rollout = CompiledRollout(self) if self.eager_reason is None else None
-        self.compiled_loss = (CompiledLoss(self, ppo_loss) if self.eager_reason is None
-                              else None)
-        self._batches = (compiled(self._flat_batches) if self.eager_reason is None
-                         else self._flat_batches)
+        on = self.eager_reason is None
+        self.compiled_rollout = CompiledRollout(self) if on else None
+        self._loss = compiled(self.summed_loss) if on else self.summed_loss
+        self._batches = compiled(self._flat_batches) if on else self._flat_batches
 
     def _items(self) -> list[tuple[str, AgentGroup]]:
         return [(name, group) for name, group in self.groups.items()]  # type: ignore[misc]
@@ -270,37 +258,43 @@ class PPO:
         first = next(iter(batches.values()))
         num_samples = first.obs.shape[0 if first.sequences is None else 1]
         sums: dict[str, torch.Tensor] = {}
-        rows: torch.Tensor | int = 0  # the compiled loss's terms, [groups, terms], summed
+        rows: torch.Tensor | int = 0  # the loss terms [groups, terms], summed
         coef = torch.tensor(ent_coef, device=self.device)
         for _ in range(algo.update_epochs):
             order = torch.randperm(num_samples, device=self.device)
             for index in order.chunk(algo.num_minibatches):
-                if self.compiled_loss is not None:
-                    total, terms_now = self.compiled_loss(batches, index, coef)
-                    rows = rows + terms_now
-                else:
-                    total = torch.zeros((), device=self.device)
-                for name, batch in batches.items() if self.compiled_loss is None else ():
-                    group = self.groups[name]
-                    assert isinstance(group, AgentGroup)
-                    terms = ppo_loss(group, take(batch, index), algo.clip_coef, ent_coef,
-                                     algo.vf_coef, algo.clip_vloss, algo.norm_adv)
-                    total = total + terms["loss"]
-                    for key, value in terms.items():
-                        sums[f"{name}/{key}"] = sums.get(f"{name}/{key}", 0) + value.detach()
+                total, terms = self._loss(batches, index, coef)
+                rows = rows + terms
                 self.optimizer.zero_grad()
                 total.backward()
                 for key, value in self.optimizer.clip_and_step().items():
                     sums[key] = sums.get(key, 0) + value
-        if isinstance(rows, torch.Tensor):
-            sums.update({f"{name}/{key}": rows[g, k] for g, name in enumerate(batches)
-                         for k, key in enumerate(LOSS_TERMS)})
+        assert isinstance(rows, torch.Tensor)
+        sums.update({f"{name}/{key}": rows[g, k] for g, name in enumerate(batches)
+                     for k, key in enumerate(LOSS_TERMS)})
         count = algo.update_epochs * algo.num_minibatches
         metrics = {key: float(value) / count for key, value in sums.items()}
         self._check_finite(metrics)
         metrics["ent_coef"] = ent_coef
         metrics["lr"] = self.optimizer.optimizers[0].param_groups[0]["lr"]
         return metrics
+
+    def summed_loss(self, batches: dict[str, Minibatch], index: torch.Tensor,
+                    ent_coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The minibatch ``index`` of every group's ``batches``: the PPO losses summed
+        over groups, and each group's terms ``[groups, len(LOSS_TERMS)]`` (detached).
+        Compiled as one graph, with its backward, on the compiled path."""
+        algo = self.algo
+        total = torch.zeros((), device=index.device)
+        rows = []
+        for name, batch in batches.items():
+            group = self.groups[name]
+            assert isinstance(group, AgentGroup)
+            terms = ppo_loss(group, take(batch, index), algo.clip_coef, ent_coef,
+                             algo.vf_coef, algo.clip_vloss, algo.norm_adv)
+            total = total + terms["loss"]
+            rows.append(torch.stack([terms[key].detach() for key in LOSS_TERMS]))
+        return total, torch.stack(rows)
 
     def _flat_batches(self) -> dict[str, Minibatch]:
         """Each group's rollout with time and env folded, ``[T*E, A, ...]``, or as
@@ -398,6 +392,10 @@ class PPO:
         states start from zero with them."""
         self.next = self.env.reset(seed=seed)
         self.memory.reset()
+
+
+LOSS_TERMS = ("loss", "policy", "value", "entropy", "approx_kl", "clip_fraction")
+"""The named terms of :func:`ppo_loss`, logged as ``<group>/<term>``."""
 
 
 def ppo_loss(group: AgentGroup, batch: Minibatch, clip_coef: float,
