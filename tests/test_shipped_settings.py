@@ -11,18 +11,17 @@ import torch
 
 from marl.build import build_env, make_learner
 from marl.config import HPSETS, load
-from marl.experiments.sweep import expand, flat_values, load_sweep
+from marl.experiments.sweep import _descriptive_values, expand, load_sweep
+from marl.nets.entity_layout import mpe_spread_layout
 
 SWEEPS = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "sweeps").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("name", sorted(HPSETS))
 def test_every_hpset_loads(name: str) -> None:
-    values = flat_values(load(hpset=name))
+    values = _descriptive_values(load(hpset=name))  # env.kwargs opened into dotted keys
     for key, value in HPSETS[name].items():
-        section, _, field = key.partition(".")
-        got = values[key] if key in values else values[section + ".kwargs"][field.partition(".")[2]]
-        assert got == value, key
+        assert values[key] == value, key
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda path: path.name)
@@ -60,13 +59,14 @@ def test_entity_hpset_policy_ignores_landmark_and_agent_order(n: int) -> None:
                              "env.kwargs.N": n}, hpset="ippo_entity_mpe")
     env = build_env(config, torch.device("cpu"))
     group = make_learner(env, config, torch.device("cpu")).groups["agent"]
-    obs = env.reset(seed=0).groups["agent"].obs.float()  # [E, N, 4 + 2N + 2(N-1) + ...]
-    landmarks, others = 4, 4 + 2 * n
+    obs = env.reset(seed=0).groups["agent"].obs.float()
+    slots = {item.kind: item for item in mpe_spread_layout(n).slices}
+    landmarks = slots["landmark"].start
     with torch.no_grad():
         logits, value = group.actor(obs), group.critic(obs)
-        for start, count in ((landmarks, n), (others, n - 1)):
-            order = list(range(count))[::-1]
-            moved = _swap_slots(obs, start, order, 2)
+        for kind in ("landmark", "agent"):
+            item = slots[kind]
+            moved = _swap_slots(obs, item.start, list(range(item.count))[::-1], item.width)
             assert not torch.equal(moved, obs)
             torch.testing.assert_close(group.actor(moved), logits, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(group.critic(moved), value, atol=1e-5, rtol=1e-5)
