@@ -186,8 +186,10 @@ class GroupsConfig:
     entity_pool: str = _help("entity encoder: pool over entity rows, 'attention', 'mean' or "
                              "'max'", default="attention")
     entity_layout: list[dict[str, Any]] | str | None = _help(
-        "entity slices of flat observations, for the entity encoder: a preset ('mpe_spread') "
-        "or a list of {kind, start, count, width[, always_present]}", default=None)
+        "entity slices of flat observations, for the entity encoder: 'auto' (the preset the "
+        "task names for each group: mpe2 spread, reference, speaker-listener's listener), a "
+        "preset ('mpe_spread', 'mpe_reference', 'mpe_listener') or a list of {kind, start, "
+        "count, width[, always_present]}", default=None)
     layer_norm: bool = _help("LayerNorm after every hidden layer of the trunk", default=False)
     residual: bool = _help("residual hidden layers in the trunk where sizes match",
                            default=False)
@@ -276,11 +278,12 @@ class Config:
 HPSETS: dict[str, dict[str, Any]] = {
     "ippo_mpe": {"algo.name": "ippo"},
     "mappo_mpe": {"algo.name": "mappo"},
-    # IPPO with the entity encoder over simple_spread's layout (own state, landmarks, other
-    # agents as rows): the setting chosen by the sample-efficiency search (README,
-    # "Sample efficiency on simple_spread_v3"); spread-type observations only.
-    "ippo_entity_mpe": {"algo.name": "ippo", "groups.encoder": "entity",
-                        "groups.entity_layout": "mpe_spread"},
+    # IPPO with the entity encoder over the task's entity layout (on spread: own state,
+    # landmarks, other agents as rows): the setting chosen by the sample-efficiency search
+    # (README, "Sample efficiency on simple_spread_v3"). Groups the task names no layout
+    # for (speaker-listener's speaker, other tasks) keep the MLP.
+    "ippo_entity_mpe": {"algo.name": "ippo", "groups.encoder": "auto",
+                        "groups.entity_layout": "auto"},
     # EPyMARL's default recurrent agent: one input layer of 64, a GRU of 64, a linear head.
     "ippo_rnn_mpe": {"algo.name": "ippo", "groups.rnn": "gru", "groups.hidden": [64],
                      "groups.rnn_hidden": 64},

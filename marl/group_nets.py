@@ -16,7 +16,7 @@ rebuilds the same networks.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from marl_envs.core import BatchedEnv, GroupSpec
@@ -28,9 +28,55 @@ from marl.nets import (
     EntityLayout,
     EntitySlice,
     make_composed_group_net,
+    mpe_listener_layout,
+    mpe_reference_layout,
     mpe_spread_layout,
     resolve_encoder,
 )
+
+
+def _spread(size: int) -> EntityLayout:
+    # simple_spread_v3 with N agents observes 2 + 2 + 2N + 2(N - 1) + 2(N - 1) = 6N.
+    if size % 6 or size == 0:
+        raise ValueError(
+            f"entity layout 'mpe_spread' needs mpe2 simple_spread_v3 observations of 6N "
+            f"features (N agents), but this one has {size}; give the slices as a list.")
+    return mpe_spread_layout(size // 6)
+
+
+def _fixed(name: str, task: str, build: Callable[[], EntityLayout]
+           ) -> Callable[[int], EntityLayout]:
+    def layout(size: int) -> EntityLayout:
+        built = build()
+        expected = max(item.stop for item in built.slices)
+        if size != expected:
+            raise ValueError(
+                f"entity layout {name!r} needs mpe2 {task} observations of {expected} "
+                f"features, but this one has {size}; give the slices as a list.")
+        return built
+    return layout
+
+
+ENTITY_LAYOUT_BUILDERS: dict[str, Callable[[int], EntityLayout]] = {
+    "mpe_spread": _spread,
+    "mpe_reference": _fixed("mpe_reference", "simple_reference_v3", mpe_reference_layout),
+    "mpe_listener": _fixed("mpe_listener", "simple_speaker_listener_v4 (the listener)",
+                           mpe_listener_layout),
+}
+"""Each preset of ``groups.entity_layout``: observation size -> layout (``ValueError``
+when the size is not the task's)."""
+
+TASK_ENTITY_LAYOUTS: dict[str, dict[str, str]] = {
+    "mpe2/simple_spread_v3": {"agent": "mpe_spread"},
+    "torch/simple_spread_v3": {"agent": "mpe_spread"},
+    "mpe2/simple_reference_v3": {"agent": "mpe_reference"},
+    "torch/simple_reference_v3": {"agent": "mpe_reference"},
+    "mpe2/simple_speaker_listener_v4": {"listener": "mpe_listener"},
+    "torch/simple_speaker_listener_v4": {"listener": "mpe_listener"},
+}
+"""``groups.entity_layout=auto``: the preset each task names for each of its default
+groups; a group or task not listed gets no layout (``groups.encoder=auto`` then gives it
+an MLP)."""
 
 
 def build_group_net(
@@ -42,6 +88,7 @@ def build_group_net(
     out_gain: float,
     group: str,
     reads_obs: bool = True,
+    task: str | None = None,
 ) -> nn.Module:
     """The network of group ``group``: ``[*B, A, prod(input_shape)] -> [*B, A, out_features]``.
 
@@ -61,6 +108,7 @@ def build_group_net(
         reads_obs: the input is the agent's observation (gets an encoder, and the GRU
             of ``groups.rnn``); ``False`` for state or joint-action inputs (always a
             feed-forward MLP).
+        task: ``env.task``, for ``groups.entity_layout=auto``.
 
     Raises:
         ConfigError: when the encoder or the entity layout does not fit the observation.
@@ -69,7 +117,8 @@ def build_group_net(
         math.prod(input_shape),)
     encoder = groups.encoder if reads_obs else "mlp"
     try:
-        layout = entity_layout(groups.entity_layout, shape) if reads_obs else None
+        layout = (entity_layout(groups.entity_layout, shape, task, group) if reads_obs
+                  else None)
         return make_composed_group_net(
             sharing, shape, out_features, num_agents, encoder=encoder, hidden=groups.hidden,
             activation=groups.activation, out_gain=out_gain, agent_id=groups.agent_id,
@@ -82,33 +131,32 @@ def build_group_net(
         raise ConfigError(f"groups.encoder={groups.encoder}, group {group!r}: {error}") from None
 
 
-def entity_layout(value: list[dict[str, Any]] | str | None,
-                  obs_shape: Sequence[int]) -> EntityLayout | None:
+def entity_layout(value: list[dict[str, Any]] | str | None, obs_shape: Sequence[int],
+                  task: str | None = None, group: str | None = None) -> EntityLayout | None:
     """The :class:`EntityLayout` that ``groups.entity_layout`` declares for ``obs_shape``.
 
     A layout reads flat observations only; for a group whose observation is not flat it
-    is ``None`` (images and entity rows have their own encoders).
+    is ``None`` (images and entity rows have their own encoders). ``auto`` takes the
+    preset :data:`TASK_ENTITY_LAYOUTS` names for ``task`` and ``group``, else ``None``.
 
     Raises:
         ValueError: for a preset that does not fit the observation size, or bad slices.
     """
+    if value == "auto":
+        value = TASK_ENTITY_LAYOUTS.get(task or "", {}).get(group or "")
     if value is None or len(obs_shape) != 1:
         return None
     size = int(obs_shape[0])
     if isinstance(value, str):
-        if value not in ENTITY_LAYOUT_PRESETS:
+        if value not in ENTITY_LAYOUT_BUILDERS:
             raise ValueError(f"unknown entity layout preset {value!r}; "
                              f"available: {', '.join(ENTITY_LAYOUT_PRESETS)}")
-        # simple_spread_v3 with N agents observes 2 + 2 + 2N + 2(N - 1) + 2(N - 1) = 6N.
-        if size % 6:
-            raise ValueError(
-                f"entity layout 'mpe_spread' needs mpe2 simple_spread_v3 observations of 6N "
-                f"features (N agents), but this one has {size}; give the slices as a list.")
-        return mpe_spread_layout(size // 6)
+        return ENTITY_LAYOUT_BUILDERS[value](size)
     return EntityLayout(tuple(EntitySlice(**item) for item in value))
 
 
-def resolved_encoders(specs: Mapping[str, GroupSpec], groups: GroupsConfig) -> dict[str, str]:
+def resolved_encoders(specs: Mapping[str, GroupSpec], groups: GroupsConfig,
+                      task: str | None = None) -> dict[str, str]:
     """The encoder each group's observation networks use (what ``auto`` chose).
 
     Raises:
@@ -117,7 +165,7 @@ def resolved_encoders(specs: Mapping[str, GroupSpec], groups: GroupsConfig) -> d
     chosen = {}
     for name, spec in specs.items():
         try:
-            layout = entity_layout(groups.entity_layout, spec.obs_shape)
+            layout = entity_layout(groups.entity_layout, spec.obs_shape, task, name)
             chosen[name] = resolve_encoder(spec.obs_shape, groups.encoder, layout)[0]
         except ValueError as error:
             raise ConfigError(
@@ -128,7 +176,12 @@ def resolved_encoders(specs: Mapping[str, GroupSpec], groups: GroupsConfig) -> d
 def encoder_note(env: BatchedEnv, config: Config) -> str:
     """One line for the run's ``config.yaml``: the encoder each group's observation
     networks use, e.g. ``groups.encoder=auto chose: archer=entity, knight=entity``."""
-    chosen = resolved_encoders(env.groups, config.groups)
-    verb = "chose" if config.groups.encoder == "auto" else "gives"
-    pairs = ", ".join(f"{group}={encoder}" for group, encoder in chosen.items())
+    groups, task = config.groups, config.env.task
+    chosen = resolved_encoders(env.groups, groups, task)
+    verb = "chose" if groups.encoder == "auto" else "gives"
+    presets = TASK_ENTITY_LAYOUTS.get(task, {}) if groups.entity_layout == "auto" else {}
+    pairs = ", ".join(
+        f"{group}={encoder}" + (f" ({presets[group]} layout)" if encoder == "entity"
+                                and group in presets else "")
+        for group, encoder in chosen.items())
     return f"groups.encoder={config.groups.encoder} {verb}: {pairs}"

@@ -101,10 +101,10 @@ class AgentGroup(nn.Module):
         # Orthogonal init gains follow Andrychowicz et al. 2021 (arXiv:2006.05990):
         # a near-zero policy head starts close to uniform, the value head at gain 1.
         self.actor = build_group_net(net, sharing, spec.obs_shape, action_dim, self.num_agents,
-                                     0.01, spec.name)
+                                     0.01, spec.name, task=config.env.task)
         critic_shape = spec.obs_shape if critic_on_obs else (critic_features,)
         self.critic = build_group_net(net, sharing, critic_shape, 1, self.num_agents, 1.0,
-                                      spec.name, reads_obs=critic_on_obs)
+                                      spec.name, reads_obs=critic_on_obs, task=config.env.task)
         if not self.discrete:
             std_shape = (action_dim,) if sharing == "shared" else (self.num_agents, action_dim)
             self.log_std = nn.Parameter(torch.full(std_shape, config.algo.log_std_init))

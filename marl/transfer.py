@@ -133,7 +133,7 @@ def check_layouts(config: Config, before: Mapping[str, GroupSpec],
     layout = config.groups.entity_layout
     if not isinstance(layout, list):
         return
-    encoders = resolved_encoders(after, config.groups)
+    encoders = resolved_encoders(after, config.groups, config.env.task)
     old, new = group_sizes(before), group_sizes(after)
     for name, (_, shape) in new.items():
         if name in old and old[name][1] != shape and encoders[name] == "entity":
@@ -160,7 +160,8 @@ def mismatch_message(path: Path, mismatches: list[Mismatch], config: Config,
             changes.append(f"group {name!r}: {', '.join(parts)}")
     if not changes:
         return None
-    causes = _causes(config, old, new, resolved_encoders(after, config.groups)) or [
+    encoders = resolved_encoders(after, config.groups, config.env.task)
+    causes = _causes(config, old, new, encoders) or [
         "the networks' input or output sizes depend on what changed"]
     given = " ".join(f"{key}={value}" for key, value in overrides.items())
     # The causes come first: a long line is cut at its end (marl.cli).

@@ -21,7 +21,12 @@ from marl.algos.q_learning import QLearning
 from marl.build import build_env, make_learner
 from marl.config import ConfigError, GroupsConfig, load
 from marl.config_rules import ENTITY_LAYOUT_PRESETS
-from marl.group_nets import build_group_net, entity_layout, resolved_encoders
+from marl.group_nets import (
+    ENTITY_LAYOUT_BUILDERS,
+    build_group_net,
+    entity_layout,
+    resolved_encoders,
+)
 from marl.groups import AgentGroup
 from marl.logging import EpisodeTracker
 from marl.nets import ComposedGroupNet, make_group_net, mpe_spread_layout
@@ -119,9 +124,99 @@ def test_entity_layout_list_matches_the_preset() -> None:
     assert entity_layout(slices, (18,)) == mpe_spread_layout(3)
     assert entity_layout("mpe_spread", (18,)) == mpe_spread_layout(3)
     assert entity_layout("mpe_spread", (7, 7, 3)) is None  # layouts read flat observations
-    assert ENTITY_LAYOUT_PRESETS == ("mpe_spread",)
+    assert set(ENTITY_LAYOUT_PRESETS) == {"auto", *ENTITY_LAYOUT_BUILDERS}
     with pytest.raises(ValueError, match="6N features"):
         entity_layout("mpe_spread", (20,))
+
+
+def _first_obs(module: object, **kwargs: object) -> tuple[dict[str, object], object]:
+    env = module.parallel_env(**kwargs)  # type: ignore[attr-defined]
+    observations, _ = env.reset(seed=5)
+    return observations, env.unwrapped.world
+
+
+def _rows(layout: object, obs: object) -> torch.Tensor:
+    return layout.rows(torch.as_tensor(obs, dtype=torch.float32))  # type: ignore[attr-defined]
+
+
+def test_mpe_presets_read_each_entity_from_the_world_state() -> None:
+    """Each preset row holds what the scenario says it does: own velocity, every numbered
+    landmark's position relative to the agent, the goal colour, the message."""
+    from mpe2 import simple_reference_v3, simple_speaker_listener_v4
+
+    observations, world = _first_obs(simple_reference_v3)
+    for agent in world.agents:
+        obs = observations[agent.name]
+        layout = entity_layout("auto", obs.shape, "mpe2/simple_reference_v3", "agent")
+        assert layout is not None
+        rows, kinds = _rows(layout, obs), layout.kinds
+        width = max(item.width for item in layout.slices)
+        assert kinds == ["self", "landmark_0", "landmark_1", "landmark_2", "goal", "message"]
+        assert torch.allclose(rows[0, :2], torch.as_tensor(agent.state.p_vel).float())
+        for index, landmark in enumerate(world.landmarks):
+            relative = torch.as_tensor(landmark.state.p_pos - agent.state.p_pos).float()
+            assert torch.allclose(rows[1 + index, :2], relative)
+            assert rows[1 + index, width + kinds.index(f"landmark_{index}")] == 1
+        assert torch.allclose(rows[4, :3], torch.as_tensor(agent.goal_b.color).float())
+        other = next(item for item in world.agents if item is not agent)
+        assert torch.allclose(rows[5, :10], torch.as_tensor(other.state.c).float())
+    observations, world = _first_obs(simple_speaker_listener_v4)
+    listener = next(agent for agent in world.agents if agent.movable)
+    obs = observations[listener.name]
+    task = "mpe2/simple_speaker_listener_v4"
+    layout = entity_layout("auto", obs.shape, task, "listener")
+    assert layout is not None and layout.num_entities == 5
+    rows = _rows(layout, obs)
+    for index, landmark in enumerate(world.landmarks):
+        relative = torch.as_tensor(landmark.state.p_pos - listener.state.p_pos).float()
+        assert torch.allclose(rows[1 + index, :2], relative)
+    assert entity_layout("auto", (3,), task, "speaker") is None  # one colour: an MLP
+
+
+def test_auto_layout_follows_the_task_and_group() -> None:
+    assert entity_layout("auto", (18,), "mpe2/simple_spread_v3", "agent") == mpe_spread_layout(3)
+    assert entity_layout("auto", (30,), "torch/simple_spread_v3", "agent") == (
+        mpe_spread_layout(5))
+    assert entity_layout("auto", (18,), "mpe2/simple_spread_v3", "runner") is None
+    assert entity_layout("auto", (18,), "toy/coop_match", "agent") is None
+    with pytest.raises(ValueError, match=r"'mpe_reference' needs .* 21 features.* has 24"):
+        entity_layout("auto", (24,), "mpe2/simple_reference_v3", "agent")
+    with pytest.raises(ValueError, match=r"'mpe_listener' needs .* 11 features"):
+        entity_layout("mpe_listener", (21,))
+
+
+def test_auto_layout_builds_the_explicit_presets_network() -> None:
+    """``auto`` on spread is ``groups.encoder=entity groups.entity_layout=mpe_spread``: the
+    same parameters from the same seed, the same outputs."""
+    nets = []
+    for encoder, layout in (("entity", "mpe_spread"), ("auto", "auto")):
+        torch.manual_seed(4)
+        nets.append(build_group_net(_groups(encoder=encoder, entity_layout=layout), "shared",
+                                    (18,), 5, 3, 0.01, "agent", task="mpe2/simple_spread_v3"))
+    explicit, auto = (net.state_dict() for net in nets)
+    assert list(auto) == list(explicit) and any("attention" in key or "entity" in key
+                                                for key in auto)
+    assert all(torch.equal(explicit[key], auto[key]) for key in explicit)
+    x = torch.randn(4, 3, 18)
+    assert torch.equal(nets[0](x), nets[1](x))
+
+
+def test_auto_layout_gives_the_listener_entities_and_the_speaker_an_mlp() -> None:
+    from marl.group_nets import encoder_note
+
+    task = "mpe2/simple_speaker_listener_v4"
+    config = load(overrides={**TINY, "env.task": task, "hpset": "ippo_entity_mpe"})
+    env = build_env(config, CPU)
+    assert resolved_encoders(env.groups, config.groups, task) == {
+        "speaker": "mlp", "listener": "entity"}
+    assert encoder_note(env, config) == (
+        "groups.encoder=auto chose: speaker=mlp, listener=entity (mpe_listener layout)")
+    learner = make_learner(env, config, CPU)
+    assert isinstance(learner, PPO)
+    listener = learner.groups["listener"]
+    assert isinstance(listener, AgentGroup)
+    _encoder_moves(listener.actor, lambda: _train(learner))
+    env.close()
 
 
 def _learner(task: str, **overrides: str) -> tuple[object, object]:
@@ -212,7 +307,8 @@ def test_auto_choice_follows_the_observation_shape() -> None:
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    ({"groups.entity_layout": "spread"}, r"groups\.entity_layout: expected one of mpe_spread"),
+    ({"groups.entity_layout": "spread"},
+     r"groups\.entity_layout: expected one of auto, mpe_spread"),
     ({"groups.entity_layout": "[{kind: a, start: 0, count: 1}]"}, r"\[0\].*missing width"),
     ({"groups.entity_layout": "mpe_spread", "groups.encoder": "mlp"},
      r"feeds the entity encoder, but groups\.encoder=mlp"),

@@ -67,7 +67,8 @@ class DDPG(OffPolicy):
         def build(name: str, shape: tuple[int, ...], out_features: int, gain: float,
                   reads_obs: bool) -> nn.Module:
             return build_group_net(config.groups, self.sharing[name], shape, out_features,
-                                   self.num_agents[name], gain, name, reads_obs)
+                                   self.num_agents[name], gain, name, reads_obs,
+                                   task=config.env.task)
 
         self.actor = nn.ModuleDict({
             n: build(n, self.specs[n].obs_shape, self.action_dim[n], 0.01, True)

@@ -113,7 +113,8 @@ class QLearning(OffPolicy):
                             for name, spec in self.specs.items()}
         self.q = nn.ModuleDict({
             name: build_group_net(net, self.sharing[name], spec.obs_shape,
-                                  self.num_actions[name], self.num_agents[name], 1.0, name)
+                                  self.num_actions[name], self.num_agents[name], 1.0, name,
+                                  task=config.env.task)
             for name, spec in self.specs.items()})
         self.target_q = nn.ModuleDict({name: make_target(q) for name, q in self.q.items()})
         self.mixer: QMixer | None = None

@@ -37,7 +37,13 @@ from marl.nets.composed import (
 )
 from marl.nets.encoders import ENCODER_SHAPES, ENCODERS, choose_encoder
 from marl.nets.entity import POOLS, EntityEncoder, StackedEntityEncoder, make_entity_encoder
-from marl.nets.entity_layout import EntityLayout, EntitySlice, mpe_spread_layout
+from marl.nets.entity_layout import (
+    EntityLayout,
+    EntitySlice,
+    mpe_listener_layout,
+    mpe_reference_layout,
+    mpe_spread_layout,
+)
 from marl.nets.independent import BACKENDS, IndependentNets, StackedMLP
 from marl.nets.mlp import ACTIVATIONS, HIDDEN_GAIN, layer_init, linear_layers, mlp
 from marl.nets.recurrent import (
@@ -99,6 +105,8 @@ __all__ = [
     "make_recurrent_group_net",
     "make_trunk",
     "mlp",
+    "mpe_listener_layout",
+    "mpe_reference_layout",
     "mpe_spread_layout",
     "resolve_encoder",
     "unroll_together",

@@ -18,6 +18,12 @@ gives 6 rows of ``4 + 3`` features. A row whose features are all zero is an abse
 (the encoder masks all-zero rows): its kind one-hot is left zero too, unless its slice is
 ``always_present`` (the agent's own state may well be zero). Features no slice names (the
 silent communication channels above) are dropped.
+
+Presets for the mpe2 tasks (:data:`marl.group_nets.ENTITY_LAYOUT_BUILDERS` names them):
+:func:`mpe_spread_layout` (landmarks and other agents interchangeable, one kind each),
+:func:`mpe_reference_layout` and :func:`mpe_listener_layout` (each landmark its own kind:
+its colour is fixed by its index and is what the goal and the messages name, so the
+landmarks must stay distinguishable).
 """
 
 from __future__ import annotations
@@ -135,3 +141,32 @@ def mpe_spread_layout(num_agents: int) -> EntityLayout:
         *((EntitySlice("agent", others_start, num_agents - 1, 2),) if num_agents > 1 else ()),
     )
     return EntityLayout(tuple(slices))
+
+
+def _numbered_landmarks(start: int, count: int) -> tuple[EntitySlice, ...]:
+    """``count`` landmarks of 2-D relative positions from ``start``, one kind each
+    (``landmark_0``, ...): the landmark's index is its identity."""
+    return tuple(EntitySlice(f"landmark_{index}", start + 2 * index, 1, 2)
+                 for index in range(count))
+
+
+def mpe_reference_layout() -> EntityLayout:
+    """mpe2 ``simple_reference_v3``: ``[vel(2), landmarks(3x2), goal colour(3),
+    message(10)]`` (21 features): own velocity, three numbered landmarks, the colour of
+    the other agent's goal and the other agent's message, as rows."""
+    return EntityLayout((
+        EntitySlice("self", 0, 1, 2, always_present=True),
+        *_numbered_landmarks(2, 3),
+        EntitySlice("goal", 8, 1, 3),
+        EntitySlice("message", 11, 1, 10),
+    ))
+
+
+def mpe_listener_layout() -> EntityLayout:
+    """mpe2 ``simple_speaker_listener_v4``, the listener: ``[vel(2), landmarks(3x2),
+    message(3)]`` (11 features). The speaker sees one goal colour and has no layout."""
+    return EntityLayout((
+        EntitySlice("self", 0, 1, 2, always_present=True),
+        *_numbered_landmarks(2, 3),
+        EntitySlice("message", 8, 1, 3),
+    ))
