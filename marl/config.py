@@ -147,6 +147,10 @@ class AlgoConfig:
     eps_anneal_steps: int = _help("iql/vdn/qmix: env steps of the linear epsilon schedule",
                                   default=50_000)
     mixer_embed: int = _help("qmix: hidden size of the mixing network", default=32)
+    return_penalty: float = _help(
+        "vdn/qmix: weight of a penalty (Q_tot - G)^2 added to the TD loss, G the team's "
+        "discounted return observed from the sampled step to its episode's end (RES, Pan et "
+        "al. 2021): holds the mixed value near returns that happened; 0 = off", default=0.0)
     seq_len: int | None = _help(
         "recurrent agents (groups.rnn=gru): training sequence length in env steps. PPO: "
         "chunks of the rollout, each replayed from the hidden state stored at its start "

@@ -126,6 +126,7 @@ RANGES: dict[str, Rule] = {
     "algo.eps_end": within(0.0, 1.0, "0.05"),
     "algo.eps_anneal_steps": at_least(0, "50000"),
     "algo.mixer_embed": at_least(1, "32"),
+    "algo.return_penalty": at_least(0.0, "0.0"),
     "algo.exploration_noise": at_least(0.0, "0.1"),
     "algo.policy_delay": at_least(1, "2"),
     "algo.target_noise": at_least(0.0, "0.2"),
@@ -277,6 +278,17 @@ def check_combinations(values: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"algo.buffer_size={values['algo.buffer_size']} holds fewer than 2 steps of "
             f"env.num_envs={num_envs} copies; e.g. algo.buffer_size={max(200_000, 2 * num_envs)}")
+    if values.get("algo.return_penalty", 0.0) > 0.0:
+        if values["algo.name"] not in ("vdn", "qmix"):
+            raise ConfigError(
+                f"algo.return_penalty={values['algo.return_penalty']} holds a mixed team value "
+                f"near the team's return, but algo.name={values['algo.name']} has none; use "
+                "algo.name=vdn or qmix, or algo.return_penalty=0")
+        if values.get("groups.rnn", "none") == "gru":
+            raise ConfigError(
+                "algo.return_penalty is computed on replayed transitions, not on the "
+                "sequences groups.rnn=gru trains on; set algo.return_penalty=0 or "
+                "groups.rnn=none")
     check_recurrent(values)
     workers = values["env.num_workers"]
     if values["env.vector"] == "subprocess" and workers is not None and workers > num_envs:

@@ -75,6 +75,9 @@ class Sample(NamedTuple):
         team_discount: ``[B]`` factor of the team's bootstrap value.
         state, next_state: ``[B, S]`` global state at the sampled step and at the end of
             the team's window, or None when none is stored.
+        team_return: ``[B]`` the team's discounted return from the sampled step to its
+            episode's end (cut at a truncation, at the newest stored step and after
+            ``return_horizon`` steps), or None when not asked for.
     """
 
     groups: dict[str, GroupSample]
@@ -82,6 +85,7 @@ class Sample(NamedTuple):
     team_discount: torch.Tensor
     state: torch.Tensor | None
     next_state: torch.Tensor | None
+    team_return: torch.Tensor | None = None
 
 
 class ReplayBuffer:
@@ -169,8 +173,10 @@ class ReplayBuffer:
         self.size = min(self.size + 1, self.capacity)
 
     def sample(self, batch_size: int, n_step: int, gamma: float,
-               generator: torch.Generator | None = None) -> Sample:
-        """Draw ``batch_size`` transitions uniformly with their n-step window.
+               generator: torch.Generator | None = None,
+               return_horizon: int | None = None) -> Sample:
+        """Draw ``batch_size`` transitions uniformly with their n-step window (and, with
+        ``return_horizon``, the team's observed return over at most that many steps).
 
         Raises:
             ValueError: if the buffer is empty.
@@ -194,7 +200,14 @@ class ReplayBuffer:
         state = next_state = None
         if self.state is not None and self.final_state is not None:
             state, next_state = self.state[slot, env], self.final_state[team_slot, env]
-        return Sample(groups, team.reward, team.discount, state, next_state)
+        team_return = None
+        if return_horizon is not None:
+            steps = torch.arange(min(return_horizon, self.capacity), device=self.device)
+            span = (slot.unsqueeze(0) + steps.unsqueeze(1)) % self.capacity  # [H, B]
+            done = self.team_terminated[span, env] | self.team_truncated[span, env]
+            team_return = n_step_window(self.team_reward[span, env], done,
+                                        torch.zeros_like(done), gamma, length).reward
+        return Sample(groups, team.reward, team.discount, state, next_state, team_return)
 
     def _group_sample(self, store: GroupTransition, slot: torch.Tensor, env: torch.Tensor,
                       window: torch.Tensor, length: torch.Tensor, env_done: torch.Tensor,

@@ -299,3 +299,54 @@ def test_truncation_bootstraps_so_values_reach_the_endless_return(name: str,
         q = algo.q["agent"](torch.ones(1, 2, 4))
     total = q.max(-1).values.sum() if name == "vdn" else q.max(-1).values.mean()
     assert float(total) == pytest.approx(2.0, abs=0.15)
+
+
+@pytest.mark.parametrize("name", ["vdn", "qmix"])
+def test_return_penalty_adds_its_weight_times_the_gap_to_the_observed_return(
+        name: str) -> None:
+    """``algo.return_penalty``: loss = TD + weight * mean((Q_tot - G)^2), G the sampled
+    team return; off, the loss is the TD loss alone and no return is sampled."""
+    weight = 0.25
+    algo = _build(name, **{"algo.return_penalty": str(weight)})
+    assert isinstance(algo, QLearning)
+    tracker = _tracker(algo)
+    while algo.replay.num_transitions < 32:
+        algo.collect(tracker)
+    assert algo.algo.gamma == 0.95 and algo.return_horizon() == 90  # 0.95^90 < 1% < 0.95^89
+    sample = algo.replay.sample(16, 1, algo.algo.gamma, return_horizon=algo.return_horizon())
+    assert sample.team_return is not None
+    sample = sample._replace(team_return=torch.linspace(-2.0, 3.0, 16))
+    terms = algo.losses(sample)
+    torch.testing.assert_close(terms["loss"], terms["td_loss"] + weight * terms["return_penalty"])
+    if name == "vdn":  # Q_tot is the sum of the agents' Q of the actions taken
+        group = sample.groups["agent"]
+        q = algo.q["agent"](algo.normalize_obs("agent", group.obs))
+        q_tot = torch.where(group.alive, q.gather(-1, group.action.unsqueeze(-1)).squeeze(-1),
+                            0.0).sum(-1)
+        torch.testing.assert_close(terms["return_penalty"],
+                                   ((q_tot - sample.team_return) ** 2).mean())
+    # The penalty's gradient moves Q_tot towards G: one step on it alone shrinks the gap.
+    algo.optimizer.zero_grad()
+    terms["return_penalty"].backward()
+    for optimizer in algo.optimizer.optimizers:
+        optimizer.step()
+    assert algo.losses(sample)["return_penalty"] < terms["return_penalty"]
+    assert "return_penalty" in algo.update(0.0)
+    plain = _build(name)
+    assert plain.return_horizon() is None
+    plain_terms = plain.losses(plain.replay.sample(8, 1, 0.9) if plain.replay.size else sample)
+    assert "return_penalty" not in plain_terms
+    torch.testing.assert_close(plain_terms["loss"], plain_terms["td_loss"])
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"algo.name": "iql", "algo.return_penalty": "0.1"}, r"algo\.name=iql has none; use "),
+    ({"algo.name": "ippo", "algo.return_penalty": "0.1"}, r"algo\.name=ippo has none"),
+    ({"algo.name": "qmix", "algo.return_penalty": "0.1", "groups.rnn": "gru"},
+     r"not on the sequences groups\.rnn=gru"),
+    ({"algo.name": "qmix", "algo.return_penalty": "-1"}, r"algo\.return_penalty: expected"),
+])
+def test_return_penalty_is_refused_where_it_has_no_team_value(overrides: dict[str, str],
+                                                               message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(overrides=overrides)

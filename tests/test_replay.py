@@ -136,3 +136,31 @@ def test_state_is_stored_and_the_next_state_taken_at_the_window_end() -> None:
 def test_too_small_capacity_is_refused() -> None:
     with pytest.raises(ValueError, match="buffer_size"):
         _buffer(capacity=1)
+
+
+def test_team_return_runs_to_the_episode_end_and_is_cut_at_the_horizon() -> None:
+    """The observed return RES's penalty compares Q_tot to: rewards of the team from the
+    sampled step to its episode's end (a termination or a truncation), never past the
+    newest stored step, at most ``return_horizon`` steps."""
+    buffer = _buffer(capacity=10)
+    episodes = [(1, False, False), (2, False, False), (3, False, True),  # cut at 3
+                (4, False, False), (5, True, False),  # ends at 5
+                (6, False, False), (7, False, False)]  # running: 7 is the newest
+    for step, terminated, truncated in episodes:
+        _add(buffer, step, terminated=terminated, truncated=truncated)
+
+    def returns(horizon: int) -> dict[float, float]:
+        sample = buffer.sample(400, 1, GAMMA, generator=torch.Generator().manual_seed(4),
+                               return_horizon=horizon)
+        assert sample.team_return is not None
+        steps = sample.groups["agent"].obs[:, 0, 0]
+        return {float(s): float(g) for s, g in zip(steps, sample.team_return, strict=True)}
+
+    got = returns(horizon=50)
+    assert set(got) == {1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0}
+    assert got[1.0] == 1 + GAMMA * 2 + GAMMA**2 * 3
+    assert got[3.0] == 3.0 and got[4.0] == 4 + GAMMA * 5 and got[5.0] == 5.0
+    assert got[6.0] == 6 + GAMMA * 7 and got[7.0] == 7.0
+    cut = returns(horizon=2)
+    assert cut[1.0] == 1 + GAMMA * 2 and cut[4.0] == got[4.0]
+    assert buffer.sample(8, 1, GAMMA).team_return is None

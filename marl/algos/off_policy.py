@@ -290,12 +290,23 @@ class OffPolicy:
         metrics["lr"] = self.optimizer.optimizers[0].param_groups[0]["lr"]
         return metrics
 
+    def return_horizon(self) -> int | None:
+        """Steps of the observed team return that ``algo.return_penalty`` compares the
+        mixed value to: until ``gamma^H`` falls below 1% (90 steps at gamma 0.95); None
+        when the penalty is off."""
+        algo = self.algo
+        if algo.return_penalty <= 0.0:
+            return None
+        return max(1, math.ceil(math.log(0.01) / math.log(algo.gamma))) if algo.gamma < 1.0 \
+            else self.replay.capacity
+
     def _sampled_losses(self) -> dict[str, torch.Tensor]:
         """The loss terms of one sampled batch: transitions, or for recurrent agents
         ``max(1, batch_size // seq_len)`` sequences of ``seq_len`` steps."""
         algo = self.algo
         if self.sequences is None:
-            return self.losses(self.replay.sample(algo.batch_size, algo.n_step, algo.gamma))
+            return self.losses(self.replay.sample(algo.batch_size, algo.n_step, algo.gamma,
+                                                  return_horizon=self.return_horizon()))
         seq_len = algo.seq_len or DEFAULT_SEQ_LEN
         sample = self.sequences.sample_sequences(max(1, algo.batch_size // seq_len), seq_len,
                                                  algo.burn_in, algo.n_step, algo.gamma)

@@ -194,7 +194,7 @@ class QLearning(OffPolicy):
             parts[name] = _GroupTD(q_taken, next_value, group.reward, group.discount,
                                    group.alive, group.next_alive, obs, next_obs)
         return self._td_terms(parts, sample.team_reward, sample.team_discount, sample.state,
-                              sample.next_state)
+                              sample.next_state, team_return=sample.team_return)
 
     def sequence_losses(self, sample: SequenceSample) -> dict[str, torch.Tensor]:
         """:meth:`losses` over ``[L, B]`` sequence steps, masked by ``sample.valid``."""
@@ -225,13 +225,17 @@ class QLearning(OffPolicy):
     def _td_terms(self, parts: dict[str, _GroupTD], team_reward: torch.Tensor,
                   team_discount: torch.Tensor, state: torch.Tensor | None,
                   next_state: torch.Tensor | None,
-                  valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                  valid: torch.Tensor | None = None,
+                  team_return: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Every agent's TD loss (IQL) or the team's (VDN, QMIX) over a batch ``N``.
 
         Args:
             parts: per group :class:`_GroupTD`.
             team_reward, team_discount: ``[N]``; state, next_state: ``[N, S]`` or None.
             valid: ``[N]`` bool, the entries the team's loss averages over (all if None).
+            team_return: ``[N]`` observed discounted team returns; with
+                ``algo.return_penalty > 0`` the loss adds that weight times the mean of
+                ``(Q_tot - team_return)^2`` (logged as ``return_penalty``).
         """
         team = self.mode != "iql"
         terms: dict[str, torch.Tensor] = {}
@@ -262,6 +266,14 @@ class QLearning(OffPolicy):
         terms["q_total"] = (q_total.detach().mean() if valid is None
                             else masked_mean(q_total.detach(), valid))
         terms["loss"] = terms["td_loss"]
+        weight = self.algo.return_penalty
+        if weight > 0.0:
+            if team_return is None:
+                raise ValueError("algo.return_penalty > 0 needs the sampled team returns "
+                                 "(ReplayBuffer.sample(return_horizon=...))")
+            gap = (q_total - team_return) ** 2
+            terms["return_penalty"] = gap.mean() if valid is None else masked_mean(gap, valid)
+            terms["loss"] = terms["td_loss"] + weight * terms["return_penalty"]
         return terms
 
     def _next_value(self, name: str, next_obs: torch.Tensor,
