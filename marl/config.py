@@ -190,10 +190,11 @@ class GroupsConfig:
     entity_pool: str = _help("entity encoder: pool over entity rows, 'attention', 'mean' or "
                              "'max'", default="attention")
     entity_layout: list[dict[str, Any]] | str | None = _help(
-        "entity slices of flat observations, for the entity encoder: 'auto' (the preset the "
-        "task names for each group: mpe2 spread, reference, speaker-listener's listener), a "
-        "preset ('mpe_spread', 'mpe_reference', 'mpe_listener') or a list of {kind, start, "
-        "count, width[, always_present]}", default=None)
+        "entity slices of flat observations, for the entity encoder: 'auto' (the preset of "
+        "tasks where it learns better than the MLP: spread; none elsewhere), a preset "
+        "('mpe_spread', 'mpe_reference', 'mpe_speaker_listener': the listener's rows, the "
+        "speaker none) or a list of {kind, start, count, width[, always_present]}",
+        default=None)
     layer_norm: bool = _help("LayerNorm after every hidden layer of the trunk", default=False)
     residual: bool = _help("residual hidden layers in the trunk where sizes match",
                            default=False)
@@ -282,10 +283,9 @@ class Config:
 HPSETS: dict[str, dict[str, Any]] = {
     "ippo_mpe": {"algo.name": "ippo"},
     "mappo_mpe": {"algo.name": "mappo"},
-    # IPPO with the entity encoder over the task's entity layout (on spread: own state,
-    # landmarks, other agents as rows): the setting chosen by the sample-efficiency search
-    # (README, "Sample efficiency on simple_spread_v3"). Groups the task names no layout
-    # for (speaker-listener's speaker, other tasks) keep the MLP.
+    # IPPO with the entity encoder where it was measured to learn better (spread: own
+    # state, landmarks, other agents as rows), the MLP elsewhere (groups.entity_layout=auto):
+    # the setting chosen by the sample-efficiency search (README, "Sample efficiency").
     "ippo_entity_mpe": {"algo.name": "ippo", "groups.encoder": "auto",
                         "groups.entity_layout": "auto"},
     # EPyMARL's default recurrent agent: one input layer of 64, a GRU of 64, a linear head.

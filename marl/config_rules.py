@@ -217,9 +217,9 @@ def check_values(values: Mapping[str, Any], hints: Mapping[str, Any]) -> None:
     check_combinations(values)
 
 
-ENTITY_LAYOUT_PRESETS = ("auto", "mpe_spread", "mpe_reference", "mpe_listener")
+ENTITY_LAYOUT_PRESETS = ("auto", "mpe_spread", "mpe_reference", "mpe_speaker_listener")
 """Named ``groups.entity_layout`` values (:mod:`marl.group_nets` builds them; ``auto``
-takes the one the task names for each group)."""
+takes the one named for the task where it measured better than the MLP)."""
 
 _SLICE_KEYS = {"kind": str, "start": int, "count": int, "width": int, "always_present": bool}
 _SLICE_EXAMPLE = "[{kind: landmark, start: 4, count: 3, width: 2}]"

@@ -147,7 +147,7 @@ def test_mpe_presets_read_each_entity_from_the_world_state() -> None:
     observations, world = _first_obs(simple_reference_v3)
     for agent in world.agents:
         obs = observations[agent.name]
-        layout = entity_layout("auto", obs.shape, "mpe2/simple_reference_v3", "agent")
+        layout = entity_layout("mpe_reference", obs.shape)
         assert layout is not None
         rows, kinds = _rows(layout, obs), layout.kinds
         width = max(item.width for item in layout.slices)
@@ -163,26 +163,32 @@ def test_mpe_presets_read_each_entity_from_the_world_state() -> None:
     observations, world = _first_obs(simple_speaker_listener_v4)
     listener = next(agent for agent in world.agents if agent.movable)
     obs = observations[listener.name]
-    task = "mpe2/simple_speaker_listener_v4"
-    layout = entity_layout("auto", obs.shape, task, "listener")
+    layout = entity_layout("mpe_speaker_listener", obs.shape)
     assert layout is not None and layout.num_entities == 5
     rows = _rows(layout, obs)
     for index, landmark in enumerate(world.landmarks):
         relative = torch.as_tensor(landmark.state.p_pos - listener.state.p_pos).float()
         assert torch.allclose(rows[1 + index, :2], relative)
-    assert entity_layout("auto", (3,), task, "speaker") is None  # one colour: an MLP
+    speaker = next(agent for agent in world.agents if not agent.movable)
+    assert observations[speaker.name].shape == (3,)
+    assert entity_layout("mpe_speaker_listener", (3,)) is None  # one colour: no entities
 
 
-def test_auto_layout_follows_the_task_and_group() -> None:
-    assert entity_layout("auto", (18,), "mpe2/simple_spread_v3", "agent") == mpe_spread_layout(3)
-    assert entity_layout("auto", (30,), "torch/simple_spread_v3", "agent") == (
-        mpe_spread_layout(5))
-    assert entity_layout("auto", (18,), "mpe2/simple_spread_v3", "runner") is None
-    assert entity_layout("auto", (18,), "toy/coop_match", "agent") is None
+def test_auto_layout_names_spreads_preset_only() -> None:
+    """``auto``: spread's layout on spread (any N, mpe2 and the torch port), where the
+    entity encoder was measured to learn better; no layout on every other task, also on
+    reference and speaker-listener, which have presets but measured level with the MLP."""
+    assert entity_layout("auto", (18,), "mpe2/simple_spread_v3") == mpe_spread_layout(3)
+    assert entity_layout("auto", (30,), "torch/simple_spread_v3") == mpe_spread_layout(5)
+    for task, size in (("mpe2/simple_reference_v3", 21), ("mpe2/simple_speaker_listener_v4", 11),
+                       ("toy/coop_match", 18), ("my_package.envs:make", 18)):
+        assert entity_layout("auto", (size,), task) is None
+    assert entity_layout("auto", (18,)) is None  # no task known
     with pytest.raises(ValueError, match=r"'mpe_reference' needs .* 21 features.* has 24"):
-        entity_layout("auto", (24,), "mpe2/simple_reference_v3", "agent")
-    with pytest.raises(ValueError, match=r"'mpe_listener' needs .* 11 features"):
-        entity_layout("mpe_listener", (21,))
+        entity_layout("mpe_reference", (24,))
+    with pytest.raises(ValueError, match=r"'mpe_speaker_listener' needs .* listener's 11 "
+                                         r"features, the speaker's 3\), but this one has 21"):
+        entity_layout("mpe_speaker_listener", (21,))
 
 
 def test_auto_layout_builds_the_explicit_presets_network() -> None:
@@ -201,21 +207,37 @@ def test_auto_layout_builds_the_explicit_presets_network() -> None:
     assert torch.equal(nets[0](x), nets[1](x))
 
 
-def test_auto_layout_gives_the_listener_entities_and_the_speaker_an_mlp() -> None:
+@pytest.mark.parametrize("layout", ["mpe_speaker_listener", "auto"])
+def test_speaker_listener_layout_gives_the_listener_entities_and_the_speaker_an_mlp(
+        layout: str) -> None:
+    """The preset reads the listener's rows and leaves the speaker its MLP; ``auto`` (the
+    recommended hpset) leaves both MLPs: the same networks as the defaults."""
     from marl.group_nets import encoder_note
 
     task = "mpe2/simple_speaker_listener_v4"
-    config = load(overrides={**TINY, "env.task": task, "hpset": "ippo_entity_mpe"})
+    config = load(overrides={**TINY, "env.task": task, "hpset": "ippo_entity_mpe",
+                             "groups.entity_layout": layout})
     env = build_env(config, CPU)
+    listener = "entity" if layout != "auto" else "mlp"
     assert resolved_encoders(env.groups, config.groups, task) == {
-        "speaker": "mlp", "listener": "entity"}
-    assert encoder_note(env, config) == (
-        "groups.encoder=auto chose: speaker=mlp, listener=entity (mpe_listener layout)")
+        "speaker": "mlp", "listener": listener}
+    assert encoder_note(env, config) == "groups.encoder=auto chose: speaker=mlp, " + (
+        "listener=entity (mpe_speaker_listener layout)" if layout != "auto" else "listener=mlp")
+    torch.manual_seed(6)
     learner = make_learner(env, config, CPU)
     assert isinstance(learner, PPO)
-    listener = learner.groups["listener"]
-    assert isinstance(listener, AgentGroup)
-    _encoder_moves(listener.actor, lambda: _train(learner))
+    group = learner.groups["listener"]
+    assert isinstance(group, AgentGroup)
+    if layout == "auto":
+        defaults = load(overrides={**TINY, "env.task": task})
+        torch.manual_seed(6)
+        plain = make_learner(build_env(defaults, CPU), defaults, CPU)
+        assert isinstance(plain, PPO)
+        mine, theirs = learner.groups.state_dict(), plain.groups.state_dict()
+        assert list(mine) == list(theirs)
+        assert all(torch.equal(mine[key], theirs[key]) for key in mine)
+    else:
+        _encoder_moves(group.actor, lambda: _train(learner))
     env.close()
 
 

@@ -21,9 +21,9 @@ silent communication channels above) are dropped.
 
 Presets for the mpe2 tasks (:data:`marl.group_nets.ENTITY_LAYOUT_BUILDERS` names them):
 :func:`mpe_spread_layout` (landmarks and other agents interchangeable, one kind each),
-:func:`mpe_reference_layout` and :func:`mpe_listener_layout` (each landmark its own kind:
-its colour is fixed by its index and is what the goal and the messages name, so the
-landmarks must stay distinguishable).
+:func:`mpe_reference_layout` and :func:`mpe_listener_layout` (speaker-listener's listener),
+where each landmark is its own kind: its colour is fixed by its index and is what the goal
+and the messages name, so the landmarks must stay distinguishable.
 """
 
 from __future__ import annotations
