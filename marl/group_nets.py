@@ -82,8 +82,8 @@ TASK_ENTITY_LAYOUTS: dict[str, str] = {
 """``groups.entity_layout=auto``: the preset of the tasks where the entity encoder was
 measured to learn better than the MLP (README, "Sample efficiency"); every other task gets
 no layout, so ``groups.encoder=auto`` gives it the MLP. Not listed although they have
-presets: ``simple_reference_v3`` and ``simple_speaker_listener_v4`` (level with the MLP
-at 300k env steps, at 2-3x its wall-clock)."""
+presets: ``simple_reference_v3`` (level with the MLP at 300k env steps) and
+``simple_speaker_listener_v4`` (a little worse), both at 2-3x its wall-clock."""
 
 
 def build_group_net(

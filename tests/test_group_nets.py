@@ -177,7 +177,7 @@ def test_mpe_presets_read_each_entity_from_the_world_state() -> None:
 def test_auto_layout_names_spreads_preset_only() -> None:
     """``auto``: spread's layout on spread (any N, mpe2 and the torch port), where the
     entity encoder was measured to learn better; no layout on every other task, also on
-    reference and speaker-listener, which have presets but measured level with the MLP."""
+    reference and speaker-listener, which have presets but measured no better than the MLP."""
     assert entity_layout("auto", (18,), "mpe2/simple_spread_v3") == mpe_spread_layout(3)
     assert entity_layout("auto", (30,), "torch/simple_spread_v3") == mpe_spread_layout(5)
     for task, size in (("mpe2/simple_reference_v3", 21), ("mpe2/simple_speaker_listener_v4", 11),
