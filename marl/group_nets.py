@@ -44,26 +44,27 @@ def _spread(size: int) -> EntityLayout:
     return mpe_spread_layout(size // 6)
 
 
-def _reference(size: int) -> EntityLayout:
+def _fixed_size(name: str, task: str, layouts: Mapping[int, EntityLayout | None],
+                size: int) -> EntityLayout | None:
+    """The layout of a preset whose task's observations have fixed sizes, one per role."""
+    if size in layouts:
+        return layouts[size]
+    sizes = " or ".join(str(known) for known in layouts)
+    raise ValueError(
+        f"entity layout {name!r} needs mpe2 {task} observations of {sizes} features, but "
+        f"this one has {size}; give the slices as a list.")
+
+
+def _reference(size: int) -> EntityLayout | None:
     layout = mpe_reference_layout()
-    if size != layout.slices[-1].stop:
-        raise ValueError(
-            f"entity layout 'mpe_reference' needs mpe2 simple_reference_v3 observations of "
-            f"{layout.slices[-1].stop} features, but this one has {size}; give the slices "
-            "as a list.")
-    return layout
+    return _fixed_size("mpe_reference", "simple_reference_v3", {layout.stop: layout}, size)
 
 
 def _speaker_listener(size: int) -> EntityLayout | None:
+    # The speaker's observation is one goal colour (3): no entities to attend over.
     layout = mpe_listener_layout()
-    if size == layout.slices[-1].stop:  # the listener
-        return layout
-    if size == 3:  # the speaker: one goal colour, no entities to attend over
-        return None
-    raise ValueError(
-        f"entity layout 'mpe_speaker_listener' needs mpe2 simple_speaker_listener_v4 "
-        f"observations (the listener's {layout.slices[-1].stop} features, the speaker's 3), "
-        f"but this one has {size}; give the slices as a list.")
+    return _fixed_size("mpe_speaker_listener", "simple_speaker_listener_v4 (listener, speaker)",
+                       {layout.stop: layout, 3: None}, size)
 
 
 ENTITY_LAYOUT_BUILDERS: dict[str, Callable[[int], EntityLayout | None]] = {

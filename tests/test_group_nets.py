@@ -123,6 +123,8 @@ def test_entity_layout_list_matches_the_preset() -> None:
               {"kind": "agent", "start": 10, "count": 2, "width": 2}]
     assert entity_layout(slices, (18,)) == mpe_spread_layout(3)
     assert entity_layout("mpe_spread", (18,)) == mpe_spread_layout(3)
+    # Spread's trailing communication features (2(N - 1)) are read by no slice.
+    assert mpe_spread_layout(3).stop == 14 and mpe_spread_layout(5).stop == 22
     assert entity_layout("mpe_spread", (7, 7, 3)) is None  # layouts read flat observations
     assert set(ENTITY_LAYOUT_PRESETS) == {"auto", *ENTITY_LAYOUT_BUILDERS}
     with pytest.raises(ValueError, match="6N features"):
@@ -186,8 +188,8 @@ def test_auto_layout_names_spreads_preset_only() -> None:
     assert entity_layout("auto", (18,)) is None  # no task known
     with pytest.raises(ValueError, match=r"'mpe_reference' needs .* 21 features.* has 24"):
         entity_layout("mpe_reference", (24,))
-    with pytest.raises(ValueError, match=r"'mpe_speaker_listener' needs .* listener's 11 "
-                                         r"features, the speaker's 3\), but this one has 21"):
+    with pytest.raises(ValueError, match=r"'mpe_speaker_listener' needs .* of 11 or 3 "
+                                         r"features, but this one has 21"):
         entity_layout("mpe_speaker_listener", (21,))
 
 

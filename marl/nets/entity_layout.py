@@ -95,6 +95,11 @@ class EntityLayout:
         return max(item.width for item in self.slices) + len(self.kinds)
 
     @property
+    def stop(self) -> int:
+        """One past the last feature any slice reads: the smallest observation it fits."""
+        return max(item.stop for item in self.slices)
+
+    @property
     def shape(self) -> tuple[int, int]:
         """``(N, F)``, the shape :meth:`rows` gives per observation."""
         return self.num_entities, self.entity_features
