@@ -147,6 +147,12 @@ class AlgoConfig:
     eps_anneal_steps: int = _help("iql/vdn/qmix: env steps of the linear epsilon schedule",
                                   default=50_000)
     mixer_embed: int = _help("qmix: hidden size of the mixing network", default=32)
+    critic_input: str = _help(
+        "mappo: what the critic reads. 'state': the global state (env.state(), else the "
+        "group's observations concatenated). 'obs_state': the agent's own observation "
+        "followed by the global state (the agent-specific global state of Yu et al. 2022), "
+        "read by the observation's encoder: with an entity layout the state is one more "
+        "entity row; the critic stays feed-forward with groups.rnn=gru", default="state")
     return_penalty: float = _help(
         "vdn/qmix: weight of a penalty (Q_tot - G)^2 added to the TD loss, G the team's "
         "discounted return observed from the sampled step to its episode's end (RES, Pan et "

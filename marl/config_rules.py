@@ -80,6 +80,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "algo.name": tuple(ALGORITHMS),
     "algo.target_update": ("soft", "hard"),
     "algo.reward_norm": ("none", "running", "episode"),
+    "algo.critic_input": ("state", "obs_state"),
     "groups.sharing": ("shared", "independent", "selective"),
     "groups.backend": ("batched", "fork", "loop"),
     "groups.activation": ("tanh", "relu"),
@@ -278,6 +279,13 @@ def check_combinations(values: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"algo.buffer_size={values['algo.buffer_size']} holds fewer than 2 steps of "
             f"env.num_envs={num_envs} copies; e.g. algo.buffer_size={max(200_000, 2 * num_envs)}")
+    if values.get("algo.critic_input", "state") != "state" and not (
+            ALGORITHMS[values["algo.name"]].on_policy
+            and ALGORITHMS[values["algo.name"]].global_state):
+        raise ConfigError(
+            f"algo.critic_input={values['algo.critic_input']} chooses what MAPPO's "
+            f"centralised critic reads, but algo.name={values['algo.name']} has none; use "
+            "algo.name=mappo, or algo.critic_input=state")
     if values.get("algo.return_penalty", 0.0) > 0.0:
         if values["algo.name"] not in ("vdn", "qmix"):
             raise ConfigError(

@@ -97,6 +97,7 @@ def build_group_net(
     group: str,
     reads_obs: bool = True,
     task: str | None = None,
+    appended: int = 0,
 ) -> nn.Module:
     """The network of group ``group``: ``[*B, A, prod(input_shape)] -> [*B, A, out_features]``.
 
@@ -117,6 +118,11 @@ def build_group_net(
             of ``groups.rnn``); ``False`` for state or joint-action inputs (always a
             feed-forward MLP).
         task: ``env.task``, for ``groups.entity_layout=auto``.
+        appended: features that follow the observation in the input (MAPPO's
+            agent-specific critic: the global state). The network reads
+            ``[observation, appended]`` through the observation's encoder, the appended
+            features as one more entity row (kind ``state``) when the observation has an
+            entity layout, and is feed-forward. Needs a flat observation.
 
     Raises:
         ConfigError: when the encoder or the entity layout does not fit the observation.
@@ -127,13 +133,24 @@ def build_group_net(
     try:
         layout = (entity_layout(groups.entity_layout, shape, task) if reads_obs
                   else None)
+        if appended:
+            if len(shape) != 1:
+                raise ValueError(
+                    f"algo.critic_input=obs_state appends the global state to flat "
+                    f"observations, but this group observes shape {list(shape)}; use "
+                    "algo.critic_input=state")
+            if layout is not None:
+                layout.check(shape[0])
+                layout = EntityLayout((*layout.slices, EntitySlice(
+                    "state", shape[0], 1, appended, always_present=True)))
+            shape = (shape[0] + appended,)
         return make_composed_group_net(
             sharing, shape, out_features, num_agents, encoder=encoder, hidden=groups.hidden,
             activation=groups.activation, out_gain=out_gain, agent_id=groups.agent_id,
             backend=groups.backend, layer_norm=groups.layer_norm, residual=groups.residual,
             entity_layout=layout, entity_pool=groups.entity_pool,
-            rnn=groups.rnn if reads_obs else "none", rnn_hidden=groups.rnn_hidden,
-            group=group,
+            rnn=groups.rnn if reads_obs and not appended else "none",
+            rnn_hidden=groups.rnn_hidden, group=group,
         )
     except ValueError as error:
         raise ConfigError(f"groups.encoder={groups.encoder}, group {group!r}: {error}") from None

@@ -85,10 +85,15 @@ class AgentGroup(nn.Module):
             the initial log-std from ``config.algo``.
         critic_on_obs: the critic reads the agent's own observation (IPPO), so it gets the
             observation's encoder; else (a state or joint-observation critic) an MLP.
+        critic_appended: features after the agent's own observation in the critic's input
+            (MAPPO's ``algo.critic_input=obs_state``: the global state; 0: none). Such a
+            critic reads ``[observation, state]`` through the observation's encoder, the
+            state as one more entity row under an entity layout, and is feed-forward.
     """
 
     def __init__(self, spec: GroupSpec, critic_features: int, sharing: str,
-                 config: Config, critic_on_obs: bool = False) -> None:
+                 config: Config, critic_on_obs: bool = False,
+                 critic_appended: int = 0) -> None:
         super().__init__()
         self.spec = spec
         self.name = spec.name
@@ -102,9 +107,15 @@ class AgentGroup(nn.Module):
         # a near-zero policy head starts close to uniform, the value head at gain 1.
         self.actor = build_group_net(net, sharing, spec.obs_shape, action_dim, self.num_agents,
                                      0.01, spec.name, task=config.env.task)
-        critic_shape = spec.obs_shape if critic_on_obs else (critic_features,)
-        self.critic = build_group_net(net, sharing, critic_shape, 1, self.num_agents, 1.0,
-                                      spec.name, reads_obs=critic_on_obs, task=config.env.task)
+        if critic_appended:
+            self.critic = build_group_net(net, sharing, spec.obs_shape, 1, self.num_agents,
+                                          1.0, spec.name, task=config.env.task,
+                                          appended=critic_appended)
+        else:
+            critic_shape = spec.obs_shape if critic_on_obs else (critic_features,)
+            self.critic = build_group_net(net, sharing, critic_shape, 1, self.num_agents, 1.0,
+                                          spec.name, reads_obs=critic_on_obs,
+                                          task=config.env.task)
         if not self.discrete:
             std_shape = (action_dim,) if sharing == "shared" else (self.num_agents, action_dim)
             self.log_std = nn.Parameter(torch.full(std_shape, config.algo.log_std_init))

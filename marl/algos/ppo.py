@@ -66,6 +66,8 @@ class PPO:
         self.device = device
         self.centralised = ALGORITHMS[config.algo.name].global_state
         self.use_state = self.centralised and env.state_shape is not None
+        # algo.critic_input=obs_state: the agent's own observation, then the global state.
+        self.obs_state = self.centralised and config.algo.critic_input == "obs_state"
         state_features = int(torch.Size(env.state_shape or ()).numel()) if self.use_state else 0
         self.groups = nn.ModuleDict()
         for name, spec in env.groups.items():
@@ -74,8 +76,9 @@ class PPO:
             if self.centralised:
                 critic_features = state_features or obs_features * spec.num_agents
             sharing = config.groups.sharing_of(name)
-            self.groups[name] = AgentGroup(spec, critic_features, sharing, config,
-                                           critic_on_obs=not self.centralised)
+            self.groups[name] = AgentGroup(
+                spec, critic_features, sharing, config, critic_on_obs=not self.centralised,
+                critic_appended=critic_features if self.obs_state else 0)
         self.state_norm = (RunningMeanStd((state_features,))
                            if self.use_state and config.algo.obs_norm else None)
         self.groups.to(device)
@@ -204,13 +207,16 @@ class PPO:
 
     def critic_input(self, name: str, obs: torch.Tensor,
                      state: torch.Tensor | None) -> torch.Tensor:
-        """Critic input ``[*B, A, C]`` from ``obs: [*B, A, F]`` and ``state: [*B, S]``."""
+        """Critic input ``[*B, A, C]`` from ``obs: [*B, A, F]`` and ``state: [*B, S]``:
+        the observation (IPPO), the state (MAPPO) or both (``algo.critic_input=obs_state``,
+        ``C = F + S``)."""
         if not self.centralised:
             return obs
         num_agents = obs.shape[-2]
         if state is None:  # no env.state(): the group's observations, concatenated
             state = obs.flatten(-2)
-        return state.unsqueeze(-2).expand(*state.shape[:-1], num_agents, state.shape[-1])
+        shared = state.unsqueeze(-2).expand(*state.shape[:-1], num_agents, state.shape[-1])
+        return torch.cat([obs, shared], dim=-1) if self.obs_state else shared
 
     # ------------------------------------------------------------------ update
     @torch.no_grad()
