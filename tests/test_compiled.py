@@ -98,12 +98,14 @@ def test_compiled_rollout_stores_the_envs_own_transitions() -> None:
 
 
 @pytest.mark.parametrize("options", [(), ("algo.name=mappo",),
+                                     ("algo.name=mappo", "algo.critic_input=obs_state"),
                                      ("groups.activation=relu", "algo.clip_coef=0.1"),
                                      ("groups.sharing=independent",),
                                      ("env.kwargs.continuous_actions=true",)])
 def test_compiled_and_eager_losses_agree_on_the_same_batch(options: tuple[str, ...]) -> None:
     """The compiled minibatch loss and its gradients equal the eager ones on one batch
-    to 1e-5 (relative): IPPO, MAPPO (whose critic reads the global state), a learner of
+    to 1e-5 (relative): IPPO, MAPPO (whose critic reads the global state, alone or after
+    the agent's own observation), a learner of
     the same shapes with other constants and activations, compiled in the same process
     (it must get a graph of its own), independent ``batched`` networks, and Gaussian
     policies (continuous actions)."""
