@@ -76,3 +76,24 @@ def test_entity_hpset_policy_ignores_landmark_and_agent_order(n: int) -> None:
         # float noise of the reordering (1e-7) all the same.
         assert (group.actor(shifted) - logits).abs().max() > 1e-4
         assert (group.critic(shifted) - value).abs().max() > 1e-3
+
+
+def test_mappo_entity_hpset_shares_the_ippo_actor_and_reads_obs_then_state() -> None:
+    """``hpset=mappo_entity_mpe`` builds ``ippo_entity_mpe``'s policy (the same weights under
+    the same seed) and a critic over ``[own observation, global state]`` whose entity rows
+    end with the state."""
+    cpu = torch.device("cpu")
+    base = {"env.task": "torch/simple_spread_v3", "env.num_envs": 4}
+    groups = {}
+    for name in ("ippo_entity_mpe", "mappo_entity_mpe"):
+        config = load(overrides=base, hpset=name)
+        env = build_env(config, cpu)
+        torch.manual_seed(0)
+        groups[name] = make_learner(env, config, cpu).groups["agent"]
+    ippo, mappo = groups["ippo_entity_mpe"], groups["mappo_entity_mpe"]
+    mine, theirs = mappo.actor.state_dict(), ippo.actor.state_dict()
+    assert list(mine) == list(theirs)
+    assert all(torch.equal(mine[key], theirs[key]) for key in mine)
+    layout = mappo.critic.layout
+    assert [item.kind for item in layout.slices] == ["self", "landmark", "agent", "state"]
+    assert layout.slices[-1].start == 18 and layout.slices[-1].width == 54
