@@ -83,17 +83,16 @@ class AgentGroup(nn.Module):
         sharing: ``"shared"`` or ``"independent"``.
         config: the networks come from ``config.groups`` (:func:`build_group_net`);
             the initial log-std from ``config.algo``.
-        critic_on_obs: the critic reads the agent's own observation (IPPO), so it gets the
-            observation's encoder; else (a state or joint-observation critic) an MLP.
-        critic_appended: features after the agent's own observation in the critic's input
-            (MAPPO's ``algo.critic_input=obs_state``: the global state; 0: none). Such a
-            critic reads ``[observation, state]`` through the observation's encoder, the
-            state as one more entity row under an entity layout, and is feed-forward.
+        critic_reads: ``"obs"``: the agent's own observation (IPPO), through the
+            observation's encoder; ``"state"``: ``critic_features`` of global state or
+            joint observations (MAPPO), through an MLP; ``"obs_state"``: the observation
+            followed by those ``critic_features`` (``algo.critic_input=obs_state``),
+            through the observation's encoder with the state as one more entity row under
+            an entity layout, feed-forward.
     """
 
     def __init__(self, spec: GroupSpec, critic_features: int, sharing: str,
-                 config: Config, critic_on_obs: bool = False,
-                 critic_appended: int = 0) -> None:
+                 config: Config, critic_reads: str = "state") -> None:
         super().__init__()
         self.spec = spec
         self.name = spec.name
@@ -107,15 +106,11 @@ class AgentGroup(nn.Module):
         # a near-zero policy head starts close to uniform, the value head at gain 1.
         self.actor = build_group_net(net, sharing, spec.obs_shape, action_dim, self.num_agents,
                                      0.01, spec.name, task=config.env.task)
-        if critic_appended:
-            self.critic = build_group_net(net, sharing, spec.obs_shape, 1, self.num_agents,
-                                          1.0, spec.name, task=config.env.task,
-                                          appended=critic_appended)
-        else:
-            critic_shape = spec.obs_shape if critic_on_obs else (critic_features,)
-            self.critic = build_group_net(net, sharing, critic_shape, 1, self.num_agents, 1.0,
-                                          spec.name, reads_obs=critic_on_obs,
-                                          task=config.env.task)
+        on_obs = critic_reads != "state"
+        self.critic = build_group_net(
+            net, sharing, spec.obs_shape if on_obs else (critic_features,), 1,
+            self.num_agents, 1.0, spec.name, reads_obs=on_obs, task=config.env.task,
+            appended=critic_features if critic_reads == "obs_state" else 0)
         if not self.discrete:
             std_shape = (action_dim,) if sharing == "shared" else (self.num_agents, action_dim)
             self.log_std = nn.Parameter(torch.full(std_shape, config.algo.log_std_init))

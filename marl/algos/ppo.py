@@ -66,8 +66,8 @@ class PPO:
         self.device = device
         self.centralised = ALGORITHMS[config.algo.name].global_state
         self.use_state = self.centralised and env.state_shape is not None
-        # algo.critic_input=obs_state: the agent's own observation, then the global state.
-        self.obs_state = self.centralised and config.algo.critic_input == "obs_state"
+        # What each critic reads: "obs" (IPPO), "state" or "obs_state" (algo.critic_input).
+        self.critic_reads = config.algo.critic_input if self.centralised else "obs"
         state_features = int(torch.Size(env.state_shape or ()).numel()) if self.use_state else 0
         self.groups = nn.ModuleDict()
         for name, spec in env.groups.items():
@@ -76,9 +76,8 @@ class PPO:
             if self.centralised:
                 critic_features = state_features or obs_features * spec.num_agents
             sharing = config.groups.sharing_of(name)
-            self.groups[name] = AgentGroup(
-                spec, critic_features, sharing, config, critic_on_obs=not self.centralised,
-                critic_appended=critic_features if self.obs_state else 0)
+            self.groups[name] = AgentGroup(spec, critic_features, sharing, config,
+                                           critic_reads=self.critic_reads)
         self.state_norm = (RunningMeanStd((state_features,))
                            if self.use_state and config.algo.obs_norm else None)
         self.groups.to(device)
@@ -216,7 +215,7 @@ class PPO:
         if state is None:  # no env.state(): the group's observations, concatenated
             state = obs.flatten(-2)
         shared = state.unsqueeze(-2).expand(*state.shape[:-1], num_agents, state.shape[-1])
-        return torch.cat([obs, shared], dim=-1) if self.obs_state else shared
+        return torch.cat([obs, shared], dim=-1) if self.critic_reads == "obs_state" else shared
 
     # ------------------------------------------------------------------ update
     @torch.no_grad()
@@ -231,7 +230,9 @@ class PPO:
         return estimates.advantages, estimates.returns, estimates.values
 
     @torch.no_grad()
-    def _estimates(self, name: str) -> Estimates:
+    def _estimates(self, name: str, critic_input: torch.Tensor | None = None) -> Estimates:
+        """GAE estimates of group ``name``; ``critic_input``: the stored rollout's critic
+        input when the caller has it already (:meth:`critic_input`)."""
         group, store = self.groups[name], self.storage[name]
         assert isinstance(group, AgentGroup)
         sequences = self.sequences[name]
@@ -245,7 +246,9 @@ class PPO:
             prediction = from_sequences(here, num_envs)
             next_values = group.to_return_units(from_sequences(after, num_envs))
         else:
-            prediction = group.prediction(self.critic_input(name, store.obs, self.state))
+            if critic_input is None:
+                critic_input = self.critic_input(name, store.obs, self.state)
+            prediction = group.prediction(critic_input)
             next_values = group.value(self.critic_input(name, store.final_obs,
                                                         self.final_state))
         values = group.to_return_units(prediction)
@@ -310,10 +313,10 @@ class PPO:
     def _batch(self, name: str) -> Minibatch:
         store, group = self.storage[name], self.groups[name]
         assert isinstance(group, AgentGroup)
-        estimates = self._estimates(name)
+        critic_input = self.critic_input(name, store.obs, self.state)
+        estimates = self._estimates(name, critic_input)
         if group.value_norm is not None:
             group.value_norm.update(estimates.returns, store.alive)
-        critic_input = self.critic_input(name, store.obs, self.state)
         sequences = self.sequences[name]
         seq_len = None if sequences is None else self.seq_len
         recurrent = None
