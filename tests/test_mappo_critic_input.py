@@ -67,10 +67,14 @@ def test_the_default_critic_reads_the_state_alone() -> None:
     env.close()  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("sharing", ["shared", "independent"])
-def test_entity_critic_reads_the_state_as_one_more_row(sharing: str) -> None:
+FORMS = [("shared", "batched"), ("independent", "batched"), ("independent", "fork"),
+         ("independent", "loop")]
+
+
+@pytest.mark.parametrize(("sharing", "backend"), FORMS)
+def test_entity_critic_reads_the_state_as_one_more_row(sharing: str, backend: str) -> None:
     env, learner = _learner(**{"groups.entity_layout": "mpe_spread",
-                               "groups.sharing": sharing})
+                               "groups.sharing": sharing, "groups.backend": backend})
     critic = _group(learner).critic
     assert isinstance(critic, ComposedGroupNet) and critic.encoder_name == "entity"
     layout = critic.layout
@@ -111,8 +115,13 @@ def test_mlp_critic_reads_observation_and_state() -> None:
     env.close()  # type: ignore[attr-defined]
 
 
-def test_obs_state_critic_trains_its_encoder() -> None:
-    env, learner = _learner(**{"groups.entity_layout": "mpe_spread"})
+@pytest.mark.parametrize("norm", ["true", "false"])
+def test_obs_state_critic_trains_its_encoder(norm: str) -> None:
+    """With and without observation (and so state) normalisation and value normalisation;
+    the stored critic input is the normalised observation then the normalised state."""
+    env, learner = _learner(**{"groups.entity_layout": "mpe_spread", "algo.obs_norm": norm,
+                               "algo.value_norm": norm})
+    assert (learner.state_norm is not None) == (norm == "true")
     critic = _group(learner).critic
     assert isinstance(critic, ComposedGroupNet) and critic.encoder is not None
     before = [p.detach().clone() for p in critic.encoder.parameters()]
@@ -120,6 +129,13 @@ def test_obs_state_critic_trains_its_encoder() -> None:
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
     assert any(not torch.equal(b, a)
                for b, a in zip(before, critic.encoder.parameters(), strict=True))
+    assert learner.state is not None
+    batch = learner._flat_batches()["agent"]
+    store = learner.storage["agent"]
+    steps, envs = store.obs.shape[:2]
+    joined = batch.critic_input.reshape(steps, envs, 3, -1)
+    torch.testing.assert_close(joined[..., :18], store.obs)
+    torch.testing.assert_close(joined[:, :, 1, 18:], learner.state)
     env.close()  # type: ignore[attr-defined]
 
 
