@@ -176,18 +176,35 @@ class ReplayBuffer:
                generator: torch.Generator | None = None,
                return_horizon: int | None = None) -> Sample:
         """Draw ``batch_size`` transitions uniformly with their n-step window (and, with
-        ``return_horizon``, the team's observed return over at most that many steps).
+        ``return_horizon``, the team's observed return over at most that many steps):
+        :meth:`draw` then :meth:`gather`.
+
+        Raises:
+            ValueError: if the buffer is empty.
+        """
+        return self.gather(self.draw(batch_size, generator), self.pos, n_step, gamma,
+                           return_horizon)
+
+    def draw(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``[batch_size]`` stored transitions drawn uniformly, as flat indices
+        ``slot * E + env`` (what :meth:`gather` reads).
 
         Raises:
             ValueError: if the buffer is empty.
         """
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer; collect steps first")
-        draw = torch.randint(0, self.size * self.num_envs, (batch_size,), device=self.device,
-                             generator=generator)
         # Slots are filled in order from 0 until the buffer is full; then every slot is valid.
+        return torch.randint(0, self.size * self.num_envs, (batch_size,), device=self.device,
+                             generator=generator)
+
+    def gather(self, draw: torch.Tensor, pos: int | torch.Tensor, n_step: int, gamma: float,
+               return_horizon: int | None = None) -> Sample:
+        """The transitions ``draw`` (from :meth:`draw`) with their n-step windows, read up
+        to the write position ``pos`` (:attr:`pos`; a 0-d int64 tensor lets one compiled
+        graph serve every position). A pure function of the storage tensors."""
         slot, env = draw // self.num_envs, draw % self.num_envs
-        length = (self.pos - slot - 1) % self.capacity + 1  # steps from slot to the newest
+        length = (pos - slot - 1) % self.capacity + 1  # steps from slot to the newest
         offsets = torch.arange(n_step, device=self.device)
         window = (slot.unsqueeze(0) + offsets.unsqueeze(1)) % self.capacity  # [n, B]
         team = n_step_window(self.team_reward[window, env], self.team_terminated[window, env],

@@ -32,6 +32,7 @@ from marl_envs.core import BatchedReset, BatchedStep, GroupObs, GroupStep
 
 from marl.config import Config
 from marl.logging import EpisodeTracker
+from marl.replay import GroupTransition
 
 PPO = Any
 """The learner these graphs serve (:class:`marl.algos.ppo.PPO`, which imports this module)."""
@@ -117,38 +118,98 @@ def compile_note(learner: Any) -> str:
     """One line for the run's config.yaml: which path ran, and why when eager."""
     reason = getattr(learner, "eager_reason", "this algorithm has no compiled path")
     if reason is None:
-        return ("train.compile: compiled (torch.compile, inductor): the rollout step, the "
-                "minibatch loss and its backward, the estimates")
+        return f"train.compile: compiled (torch.compile, inductor): {learner.compiled_parts}"
     return f"train.compile: eager ({reason})"
 
 
-def compile_plan(config: Config, env: Any, ppo: PPO = None) -> str | None:
+COMPILED_ALGOS = ("ippo", "mappo", "iql", "vdn", "qmix")
+"""Algorithms with a compiled path (MADDPG and MATD3 run eagerly)."""
+
+
+def compile_plan(config: Config, env: Any) -> str | None:
     """``None`` when the compiled path runs, else why it does not (one line)."""
     from marl_envs.torch_mpe.env import TorchMPEEnv
 
     setting = config.train.compile
     if setting is False:
         return "train.compile=false"
+    if config.algo.name not in COMPILED_ALGOS:
+        return f"algo.name={config.algo.name} has no compiled path"
     if not isinstance(env, TorchMPEEnv):
         return "the env is not a torch-vectorised task (compiled loops need one)"
     if setting == "auto" and config.train.total_env_steps < AUTO_MIN_ENV_STEPS:
         return (f"train.compile=auto and train.total_env_steps < {AUTO_MIN_ENV_STEPS:,} "
                 "(compiling would not pay for itself)")
-    if config.algo.reward_norm == "episode":
+    if config.algo.reward_norm == "episode" and config.algo.name in ("ippo", "mappo"):
         return "algo.reward_norm=episode (it runs eagerly)"
-    if ppo is not None:
-        for name, group in ppo._items():
-            if group.actor_hidden is not None or group.critic_hidden is not None:
-                return f"group {name} is recurrent (groups.rnn=gru runs eagerly)"
-            sharing = config.groups.sharing_of(name)
-            if sharing == "independent" and config.groups.backend == "fork":
-                return (f"group {name} runs TorchScript (groups.backend=fork), which "
-                        "torch.compile does not trace")
-            if sharing == "selective":
-                return f"group {name} uses selective sharing (it runs eagerly)"
-            if group.spec.has_action_mask:
-                return f"group {name} has action masks (they run eagerly)"
+    for name, spec in env.groups.items():
+        if config.groups.rnn == "gru":
+            return f"group {name} is recurrent (groups.rnn=gru runs eagerly)"
+        sharing = config.groups.sharing_of(name)
+        if sharing == "independent" and config.groups.backend == "fork":
+            return (f"group {name} runs TorchScript (groups.backend=fork), which "
+                    "torch.compile does not trace")
+        if sharing == "selective":
+            return f"group {name} uses selective sharing (it runs eagerly)"
+        if spec.has_action_mask:
+            return f"group {name} has action masks (they run eagerly)"
     return None
+
+
+class Lockstep:
+    """The env side of a compiled rollout on a torch MPE env.
+
+    Its copies run in lockstep: they all reach ``max_cycles`` at the same step, known
+    without reading a tensor back, and are reset together, eagerly, between two calls of a
+    compiled step. The step itself goes through ``env.transition`` (a pure function).
+    """
+
+    def __init__(self, env: Any, device: torch.device) -> None:
+        self.env = env
+        self.alive = {name: torch.ones(env.num_envs, len(agents), dtype=torch.bool,
+                                       device=device)
+                      for name, agents in env.scenario.groups.items()}
+        self._flags = {flag: torch.tensor(flag, device=device) for flag in (False, True)}
+
+    def ending(self) -> tuple[bool, torch.Tensor]:
+        """Whether the next step ends every copy's episode, as a bool and as a 0-d tensor
+        (what a compiled step takes)."""
+        ended = self.env.steps + 1 >= self.env.max_cycles
+        return ended, self._flags[ended]
+
+    def step(self, world: Any, actions: dict[str, torch.Tensor], ended: torch.Tensor,
+             tracker: EpisodeTracker) -> tuple[Any, dict[str, torch.Tensor],
+                                                dict[str, GroupStep]]:
+        """Inside a compiled step: the next world, observations and every group's
+        :class:`GroupStep` (no termination; truncation when ``ended``), recorded by
+        ``tracker``."""
+        env = self.env
+        world, next_obs, rewards = env.transition(world, actions, check=False)
+        groups = {}
+        for name, agents in env.scenario.groups.items():
+            alive = self.alive[name]
+            done = ended.expand_as(alive)
+            groups[name] = GroupStep(reward=rewards[:, agents[0]:agents[-1] + 1],
+                                     terminated=torch.zeros_like(done), truncated=done,
+                                     final_obs=next_obs[name],
+                                     next=GroupObs(next_obs[name], alive, None))
+        tracker.record(BatchedStep(groups, ended.expand(env.num_envs), None, None), self.alive)
+        return world, next_obs, groups
+
+    def advance(self, world: Any, next_obs: dict[str, torch.Tensor],
+                ended: bool) -> dict[str, torch.Tensor]:
+        """After a compiled step: keep its world, and reset every copy when the step
+        ended their episodes; the observations the next step acts on."""
+        env = self.env
+        env.world, env.steps = world, env.steps + 1
+        if ended:
+            return {name: g.obs for name, g in env.reset().groups.items()}
+        return next_obs
+
+    def next_reset(self, obs: dict[str, torch.Tensor]) -> BatchedReset:
+        """``obs`` as the learner's ``next`` (what the next rollout starts from)."""
+        return BatchedReset({name: GroupObs(o, self.alive[name], None)
+                             for name, o in obs.items()}, self.env._state(obs))
 
 
 class CompiledRollout:
@@ -165,12 +226,8 @@ class CompiledRollout:
         torch._dynamo.reset()
         self.ppo = ppo
         self.env: Any = ppo.env
+        self.lockstep = Lockstep(ppo.env, ppo.device)
         self._step = compiled(self._pure_step)
-        num_envs = ppo.env.num_envs
-        self._alive = {name: torch.ones(num_envs, group.num_agents, dtype=torch.bool,
-                                        device=ppo.device)
-                       for name, group in ppo._items()}
-        self._flags = {flag: torch.tensor(flag, device=ppo.device) for flag in (False, True)}
 
     @torch.no_grad()
     def _pure_step(self, world: Any, obs: dict[str, torch.Tensor], ended: torch.Tensor,
@@ -186,24 +243,17 @@ class CompiledRollout:
             out = group.act(flat, None)
             actions[name] = group.env_action(out.action)
             acted[name] = (flat, out.action, out.log_prob)
-        world, next_obs, rewards = env.transition(world, actions, check=False)
-        stored, groups = {}, {}
+        world, next_obs, groups = self.lockstep.step(world, actions, ended, tracker)
+        stored = {}
         for name, group in ppo._items():
-            agents = env.scenario.groups[name]
-            reward = rewards[:, agents[0]:agents[-1] + 1]
-            alive = self._alive[name]
-            done = ended.expand_as(alive)
-            groups[name] = GroupStep(reward=reward, terminated=torch.zeros_like(done),
-                                     truncated=done, final_obs=next_obs[name],
-                                     next=GroupObs(next_obs[name], alive, None))
+            step = groups[name]
             final = group.prepare_obs(next_obs[name])
             normalizer = ppo.reward_norm[name]
-            scaled = reward if isinstance(normalizer, torch.nn.Identity) else normalizer(
-                reward, done, alive)
+            scaled = step.reward if isinstance(normalizer, torch.nn.Identity) else normalizer(
+                step.reward, step.truncated, step.next.alive)
             stored[name] = (*acted[name], final, scaled)
         if ppo.state is not None:
             states = (state, ppo._prepare_state(env._state(next_obs), update=False))
-        tracker.record(BatchedStep(groups, ended.expand(env.num_envs), None, None), self._alive)
         return world, next_obs, stored, states
 
     def collect(self, tracker: EpisodeTracker) -> int:
@@ -213,10 +263,8 @@ class CompiledRollout:
             ppo.next = env.reset(seed=ppo.config.seed)
         obs = {name: group_obs.obs for name, group_obs in ppo.next.groups.items()}
         for t in range(ppo.algo.num_steps):
-            ended = env.steps + 1 >= env.max_cycles
-            world, next_obs, stored, states = self._step(env.world, obs, self._flags[ended],
-                                                         tracker)
-            env.world, env.steps = world, env.steps + 1
+            ended, flag = self.lockstep.ending()
+            world, next_obs, stored, states = self._step(env.world, obs, flag, tracker)
             for name, (flat, action, log_prob, final, reward) in stored.items():
                 store = ppo.storage[name]
                 store.obs[t] = flat
@@ -228,12 +276,70 @@ class CompiledRollout:
             if states is not None:
                 assert ppo.state is not None and ppo.final_state is not None
                 ppo.state[t], ppo.final_state[t] = states
-            obs = next_obs
-            if ended:  # every copy's episode ends at this step: reset them all
-                obs = {name: g.obs for name, g in env.reset().groups.items()}
+            obs = self.lockstep.advance(world, next_obs, ended)
         for name in ppo.storage:  # torch MPE agents never leave nor terminate
             ppo.storage[name].alive.fill_(True)
             ppo.storage[name].terminated.fill_(False)
-        ppo.next = BatchedReset({name: GroupObs(o, self._alive[name], None)
-                                 for name, o in obs.items()}, None)
+        ppo.next = self.lockstep.next_reset(obs)
         return ppo.algo.num_steps * env.num_envs
+
+
+class CompiledCollect:
+    """IQL/VDN/QMIX's collection on a torch MPE env, one compiled graph per step:
+    observation statistics, epsilon-greedy actions, the env's step and the episode
+    bookkeeping; the replay buffer's write follows it eagerly.
+
+    Args:
+        learner: the :class:`marl.algos.q_learning.QLearning` whose replay it fills.
+    """
+
+    def __init__(self, learner: Any) -> None:
+        torch._dynamo.reset()  # a clean dynamo per learner (CompiledRollout says why)
+        self.learner = learner
+        self.env: Any = learner.env
+        self.lockstep = Lockstep(learner.env, learner.device)
+        self._step = compiled(self._pure_step)
+
+    @torch.no_grad()
+    def _pure_step(self, world: Any, obs: dict[str, torch.Tensor], ended: torch.Tensor,
+                   epsilon: torch.Tensor, tracker: EpisodeTracker) -> tuple[Any, ...]:
+        learner, env = self.learner, self.env
+        alive = self.lockstep.alive
+        raw = {name: learner._flat_obs(name, o) for name, o in obs.items()}
+        state = learner._raw_state(env._state(obs))
+        if state is not None and learner.state_norm:
+            learner._stats(learner.state_norm, "state").update(state)
+        normalised = {}
+        for name, flat in raw.items():
+            if name in learner.obs_norm:
+                learner._stats(learner.obs_norm, name).update(flat, alive[name])
+            normalised[name] = learner.normalize_obs(name, flat)
+        actions = learner.act(normalised, dict.fromkeys(raw), epsilon)
+        env_actions = {name: learner.env_action(name, a) for name, a in actions.items()}
+        world, next_obs, groups = self.lockstep.step(world, env_actions, ended, tracker)
+        transitions = {name: GroupTransition(
+            obs=raw[name], action=actions[name], reward=step.reward,
+            terminated=step.terminated, truncated=step.truncated, alive=alive[name],
+            final_obs=learner._flat_obs(name, step.final_obs))
+            for name, step in groups.items()}
+        final_state = learner._raw_state(env._state(next_obs))
+        return world, next_obs, transitions, state, final_state
+
+    def collect(self, tracker: EpisodeTracker) -> int:
+        """Step every copy ``algo.num_steps`` times into the learner's replay buffer."""
+        learner, env = self.learner, self.env
+        if learner.next is None:
+            learner.next = env.reset(seed=learner.config.seed)
+        obs = {name: group_obs.obs for name, group_obs in learner.next.groups.items()}
+        done = {flag: torch.full((env.num_envs,), flag, device=learner.device)
+                for flag in (False, True)}
+        for _ in range(learner.algo.num_steps):
+            ended, flag = self.lockstep.ending()
+            epsilon = torch.tensor(learner.epsilon(), device=learner.device)
+            world, next_obs, transitions, state, final_state = self._step(
+                env.world, obs, flag, epsilon, tracker)
+            learner.replay.add(transitions, done[ended], state, final_state)
+            obs = self.lockstep.advance(world, next_obs, ended)
+            learner.env_steps += env.num_envs
+        learner.next = self.lockstep.next_reset(obs)
+        return learner.algo.num_steps * env.num_envs

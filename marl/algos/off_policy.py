@@ -28,6 +28,7 @@ from marl_envs.core import BatchedEnv, BatchedReset
 from torch import nn
 
 from marl.algos.base import NonFiniteLossError
+from marl.algos.compiled import compile_plan
 from marl.config import Config, ConfigError
 from marl.groups import discrete_start, feature_mask
 from marl.logging import EpisodeTracker
@@ -55,6 +56,7 @@ class OffPolicy:
 
     optimizer: CommonOptimizer
     samples_actions = False  # greedy Q values, actors without exploration noise
+    compiled_collect: Any = None  # a compiled collection (marl.algos.compiled), if any
 
     def __init__(self, env: BatchedEnv, config: Config, device: torch.device) -> None:
         self.env = env
@@ -88,6 +90,9 @@ class OffPolicy:
         self.env_steps = 0
         self.num_updates = 0
         self.next: BatchedReset | None = None
+        # train.compile: learners with a compiled path compile where this says None.
+        self.eager_reason = compile_plan(config, env)
+        self._drawn = self.drawn_losses  # the compiled graph of it, where one runs
 
     def _replay_layout(self) -> dict[str, tuple[int, int, tuple[int, ...], torch.dtype]]:
         layout: dict[str, tuple[int, int, tuple[int, ...], torch.dtype]] = {}
@@ -222,6 +227,8 @@ class OffPolicy:
 
         Recurrent agents act from :attr:`memory`, whose hidden states carry over to the
         next call."""
+        if self.compiled_collect is not None:
+            return self.compiled_collect.collect(tracker)
         if self.next is None:
             self.next = self.env.reset(seed=self.config.seed)
         current = self.next
@@ -305,12 +312,23 @@ class OffPolicy:
         ``max(1, batch_size // seq_len)`` sequences of ``seq_len`` steps."""
         algo = self.algo
         if self.sequences is None:
-            return self.losses(self.replay.sample(algo.batch_size, algo.n_step, algo.gamma,
-                                                  return_horizon=self.return_horizon()))
+            draw = self.replay.draw(algo.batch_size)
+            if self._drawn is self.drawn_losses:
+                return self.drawn_losses(draw, self.replay.pos)
+            # One compiled graph serves every write position: it arrives as a tensor.
+            return self._drawn(draw, torch.tensor(self.replay.pos, device=self.device))
         seq_len = algo.seq_len or DEFAULT_SEQ_LEN
         sample = self.sequences.sample_sequences(max(1, algo.batch_size // seq_len), seq_len,
                                                  algo.burn_in, algo.n_step, algo.gamma)
         return self.sequence_losses(sample)
+
+    def drawn_losses(self, draw: torch.Tensor, pos: int | torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`losses` of the stored transitions ``draw`` (:meth:`ReplayBuffer.draw`)
+        read up to the write position ``pos``; compiled with its backward as one graph on
+        the compiled path."""
+        algo = self.algo
+        return self.losses(self.replay.gather(draw, pos, algo.n_step, algo.gamma,
+                                              self.return_horizon()))
 
     def _move_targets(self) -> None:
         """Soft updates when the learner says they are due; hard copies of every target

@@ -34,6 +34,7 @@ import torch
 from marl_envs.core import BatchedEnv
 from torch import nn
 
+from marl.algos.compiled import CompiledCollect, compiled
 from marl.algos.off_policy import OffPolicy, masked_mean
 from marl.config import Config
 from marl.group_nets import build_group_net
@@ -126,6 +127,11 @@ class QLearning(OffPolicy):
             self.target_mixer = make_target(self.mixer)
             trained["mixer"] = self.mixer
         self._finish_init(trained)
+        if self.eager_reason is None:  # train.compile: the collection step and the loss
+            self.compiled_collect = CompiledCollect(self)
+            self._drawn = compiled(self.drawn_losses)
+            self.compiled_parts = ("the collection step, the sampled batch's loss and its "
+                                   "backward")
 
     def epsilon(self) -> float:
         """Exploration rate after ``env_steps`` steps of the linear schedule."""
@@ -134,8 +140,10 @@ class QLearning(OffPolicy):
         return algo.eps_start + (algo.eps_end - algo.eps_start) * fraction
 
     def act(self, obs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor | None],
-            explore: bool) -> dict[str, torch.Tensor]:
-        """Epsilon-greedy actions ``[E, A]`` (greedy without ``explore``)."""
+            explore: bool | torch.Tensor) -> dict[str, torch.Tensor]:
+        """Epsilon-greedy actions ``[E, A]``: at the schedule's epsilon with ``explore``,
+        greedy without, or at ``explore``'s epsilon when it is a 0-d tensor (a compiled
+        step's input)."""
         return self._epsilon_greedy({name: self.q[name](group_obs)
                                      for name, group_obs in obs.items()}, masks, explore)
 
@@ -160,16 +168,18 @@ class QLearning(OffPolicy):
 
     def _epsilon_greedy(self, q_values: dict[str, torch.Tensor],
                         masks: dict[str, torch.Tensor | None],
-                        explore: bool) -> dict[str, torch.Tensor]:
-        """Epsilon-greedy actions ``[E, A]`` from ``q_values[g]: [E, A, n]``."""
-        epsilon = self.epsilon() if explore else 0.0
+                        explore: bool | torch.Tensor) -> dict[str, torch.Tensor]:
+        """Epsilon-greedy actions ``[E, A]`` from ``q_values[g]: [E, A, n]`` (``explore``
+        as :meth:`act` takes it)."""
+        epsilon: float | torch.Tensor = explore if isinstance(explore, torch.Tensor) else (
+            self.epsilon() if explore else 0.0)
         actions = {}
         for name, q in q_values.items():
             mask = masks[name]
             if mask is not None:
                 q = q.masked_fill(~mask, _MASKED_Q)
             greedy = q.argmax(-1)
-            if epsilon > 0.0:
+            if isinstance(epsilon, torch.Tensor) or epsilon > 0.0:
                 # Uniform over allowed actions: argmax of noise restricted by the mask.
                 noise = torch.rand_like(q)
                 if mask is not None:
