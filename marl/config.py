@@ -256,8 +256,9 @@ class TrainConfig:
                                default=32)
     compile: bool | str = _help(
         "compiled rollouts and updates (torch.compile) on torch-vectorised tasks: true, "
-        "false, or 'auto' (compile runs of at least 500,000 env steps, where the compile "
-        "time pays for itself); the run's config.yaml notes which path ran", default="auto")
+        "false, or 'auto' (compile PPO runs of at least 500,000 env steps and IQL/VDN/QMIX "
+        "runs of at least 200,000, where the compile time pays for itself); the run's "
+        "config.yaml notes which path ran", default="auto")
     eval_mode: str = _help("PPO actions in evaluation: 'mode' (the most likely action) or "
                            "'sample'", default="mode")
 

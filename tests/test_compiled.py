@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from marl.algos.compiled import AUTO_MIN_ENV_STEPS, compile_plan
+from marl.algos.compiled import AUTO_MIN_ENV_STEPS, AUTO_MIN_ENV_STEPS_OFF_POLICY, compile_plan
 from marl.build import build_env, make_learner
 from marl.config import Config, ConfigError, apply, parse_overrides
 from marl.logging import EpisodeTracker
@@ -54,6 +54,11 @@ def test_plan_says_where_the_compiled_path_runs() -> None:
     assert "auto" in (compile_plan(short, env) or "")
     long = _config("train.compile=auto", f"train.total_env_steps={AUTO_MIN_ENV_STEPS}")
     assert compile_plan(long, env) is None
+    for steps, compiles in ((AUTO_MIN_ENV_STEPS_OFF_POLICY - 1, False),
+                            (AUTO_MIN_ENV_STEPS_OFF_POLICY, True)):
+        vdn_auto = _offpolicy("algo.name=vdn", "train.compile=auto",
+                              f"train.total_env_steps={steps}")
+        assert (compile_plan(vdn_auto, env) is None) is compiles
     gru = _config("groups.rnn=gru", "groups.hidden=[32]")
     _, ppo_gru = _learner(gru)
     assert "recurrent" in (ppo_gru.eager_reason or "") and ppo_gru.compiled_rollout is None

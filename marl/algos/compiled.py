@@ -38,8 +38,17 @@ PPO = Any
 """The learner these graphs serve (:class:`marl.algos.ppo.PPO`, which imports this module)."""
 
 AUTO_MIN_ENV_STEPS = 500_000
-"""``train.compile=auto`` compiles runs of at least this many env steps: below it the
+"""``train.compile=auto`` compiles PPO runs of at least this many env steps: below it the
 compile time (20-60 s on a 2-core CPU) is not won back (README, "Compiled loops")."""
+
+AUTO_MIN_ENV_STEPS_OFF_POLICY = 200_000
+"""The same for IQL/VDN/QMIX, whose env steps cost more (an update every few of them), so
+that compiling pays for itself sooner (README, "Compiled loops")."""
+
+
+def auto_min_env_steps(algo: str) -> int:
+    """The shortest run that ``train.compile=auto`` compiles for ``algo``."""
+    return AUTO_MIN_ENV_STEPS if algo in ("ippo", "mappo") else AUTO_MIN_ENV_STEPS_OFF_POLICY
 
 
 # The env's lru_cache'd helpers build constant tensors from hashable arguments; tracing
@@ -137,8 +146,9 @@ def compile_plan(config: Config, env: Any) -> str | None:
         return f"algo.name={config.algo.name} has no compiled path"
     if not isinstance(env, TorchMPEEnv):
         return "the env is not a torch-vectorised task (compiled loops need one)"
-    if setting == "auto" and config.train.total_env_steps < AUTO_MIN_ENV_STEPS:
-        return (f"train.compile=auto and train.total_env_steps < {AUTO_MIN_ENV_STEPS:,} "
+    shortest = auto_min_env_steps(config.algo.name)
+    if setting == "auto" and config.train.total_env_steps < shortest:
+        return (f"train.compile=auto and train.total_env_steps < {shortest:,} "
                 "(compiling would not pay for itself)")
     if config.algo.reward_norm == "episode" and config.algo.name in ("ippo", "mappo"):
         return "algo.reward_norm=episode (it runs eagerly)"
