@@ -222,28 +222,36 @@ class Lockstep:
                              for name, o in obs.items()}, self.env._state(obs))
 
 
-class CompiledRollout:
-    """PPO's rollout on a torch MPE env, one compiled graph per step.
+class _CompiledSteps:
+    """A learner's rollout on a torch MPE env as one compiled graph per step
+    (``_pure_step``), the env kept in :class:`Lockstep`."""
 
-    Args:
-        ppo: the learner whose groups, normalisers and storage the rollout fills.
-    """
-
-    def __init__(self, ppo: PPO) -> None:
+    def __init__(self, learner: Any) -> None:
         # A learner's graphs start from a clean dynamo: state left by another learner's
         # graphs in this process has broken a later learner's first compile (a KeyError
         # from its bytecode). Earlier learners' graphs recompile if they are used again.
         torch._dynamo.reset()
-        self.ppo = ppo
-        self.env: Any = ppo.env
-        self.lockstep = Lockstep(ppo.env, ppo.device)
+        self.learner = learner
+        self.env: Any = learner.env
+        self.lockstep = Lockstep(learner.env, learner.device)
         self._step = compiled(self._pure_step)
+
+    def _pure_step(self, *args: Any) -> Any:
+        raise NotImplementedError
+
+
+class CompiledRollout(_CompiledSteps):
+    """PPO's rollout on a torch MPE env, one compiled graph per step.
+
+    Args:
+        learner: the PPO learner whose groups, normalisers and storage the rollout fills.
+    """
 
     @torch.no_grad()
     def _pure_step(self, world: Any, obs: dict[str, torch.Tensor], ended: torch.Tensor,
                    tracker: EpisodeTracker) -> tuple[Any, Any, dict[str, tuple[Any, ...]],
                                                      tuple[torch.Tensor, torch.Tensor] | None]:
-        ppo, env = self.ppo, self.env
+        ppo, env = self.learner, self.env
         actions, acted = {}, {}
         states = None
         if ppo.state is not None:
@@ -268,7 +276,7 @@ class CompiledRollout:
 
     def collect(self, tracker: EpisodeTracker) -> int:
         """Step every copy ``algo.num_steps`` times into the learner's storage."""
-        ppo, env = self.ppo, self.env
+        ppo, env = self.learner, self.env
         if ppo.next is None:
             ppo.next = env.reset(seed=ppo.config.seed)
         obs = {name: group_obs.obs for name, group_obs in ppo.next.groups.items()}
@@ -294,7 +302,7 @@ class CompiledRollout:
         return ppo.algo.num_steps * env.num_envs
 
 
-class CompiledCollect:
+class CompiledCollect(_CompiledSteps):
     """IQL/VDN/QMIX's collection on a torch MPE env, one compiled graph per step:
     observation statistics, epsilon-greedy actions, the env's step and the episode
     bookkeeping; the replay buffer's write follows it eagerly.
@@ -302,13 +310,6 @@ class CompiledCollect:
     Args:
         learner: the :class:`marl.algos.q_learning.QLearning` whose replay it fills.
     """
-
-    def __init__(self, learner: Any) -> None:
-        torch._dynamo.reset()  # a clean dynamo per learner (CompiledRollout says why)
-        self.learner = learner
-        self.env: Any = learner.env
-        self.lockstep = Lockstep(learner.env, learner.device)
-        self._step = compiled(self._pure_step)
 
     @torch.no_grad()
     def _pure_step(self, world: Any, obs: dict[str, torch.Tensor], ended: torch.Tensor,
