@@ -209,6 +209,7 @@ def test_compiled_collection_fills_replay_as_the_eager_one_does() -> None:
                                                           rel=1e-5)
     env, learner = _learner(_offpolicy("algo.eps_start=1", "algo.eps_end=1",
                                        "algo.num_steps=100"))
+    assert learner.compiled_collect is not None
     learner.collect(_tracker(env))
     counts = torch.bincount(learner.replay.storage["agent"].action[:100].flatten(),
                             minlength=5)

@@ -34,9 +34,6 @@ from marl.config import Config
 from marl.logging import EpisodeTracker
 from marl.replay import GroupTransition
 
-PPO = Any
-"""The learner these graphs serve (:class:`marl.algos.ppo.PPO`, which imports this module)."""
-
 AUTO_MIN_ENV_STEPS = 500_000
 """``train.compile=auto`` compiles PPO runs of at least this many env steps: below it the
 compile time (20-60 s on a 2-core CPU) is not won back (README, "Compiled loops")."""
@@ -311,6 +308,13 @@ class CompiledCollect(_CompiledSteps):
         learner: the :class:`marl.algos.q_learning.QLearning` whose replay it fills.
     """
 
+    def __init__(self, learner: Any) -> None:
+        super().__init__(learner)
+        device, num_envs = learner.device, learner.env.num_envs
+        self._epsilon = torch.zeros((), device=device)  # the compiled step's epsilon input
+        self._env_done = {flag: torch.full((num_envs,), flag, device=device)
+                          for flag in (False, True)}
+
     @torch.no_grad()
     def _pure_step(self, world: Any, obs: dict[str, torch.Tensor], ended: torch.Tensor,
                    epsilon: torch.Tensor, tracker: EpisodeTracker) -> tuple[Any, ...]:
@@ -342,14 +346,12 @@ class CompiledCollect(_CompiledSteps):
         if learner.next is None:
             learner.next = env.reset(seed=learner.config.seed)
         obs = {name: group_obs.obs for name, group_obs in learner.next.groups.items()}
-        done = {flag: torch.full((env.num_envs,), flag, device=learner.device)
-                for flag in (False, True)}
         for _ in range(learner.algo.num_steps):
             ended, flag = self.lockstep.ending()
-            epsilon = torch.tensor(learner.epsilon(), device=learner.device)
+            self._epsilon.fill_(learner.epsilon())  # a scalar argument: no copy, no sync
             world, next_obs, transitions, state, final_state = self._step(
-                env.world, obs, flag, epsilon, tracker)
-            learner.replay.add(transitions, done[ended], state, final_state)
+                env.world, obs, flag, self._epsilon, tracker)
+            learner.replay.add(transitions, self._env_done[ended], state, final_state)
             obs = self.lockstep.advance(world, next_obs, ended)
             learner.env_steps += env.num_envs
         learner.next = self.lockstep.next_reset(obs)

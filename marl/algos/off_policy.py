@@ -93,6 +93,7 @@ class OffPolicy:
         # train.compile: learners with a compiled path compile where this says None.
         self.eager_reason = compile_plan(config, env)
         self._drawn = self.drawn_losses  # the compiled graph of it, where one runs
+        self._pos = torch.zeros((), dtype=torch.int64, device=device)
 
     def _replay_layout(self) -> dict[str, tuple[int, int, tuple[int, ...], torch.dtype]]:
         layout: dict[str, tuple[int, int, tuple[int, ...], torch.dtype]] = {}
@@ -312,11 +313,10 @@ class OffPolicy:
         ``max(1, batch_size // seq_len)`` sequences of ``seq_len`` steps."""
         algo = self.algo
         if self.sequences is None:
-            draw = self.replay.draw(algo.batch_size)
-            if self._drawn is self.drawn_losses:
-                return self.drawn_losses(draw, self.replay.pos)
-            # One compiled graph serves every write position: it arrives as a tensor.
-            return self._drawn(draw, torch.tensor(self.replay.pos, device=self.device))
+            # The write position as a tensor, so that one compiled graph serves them all
+            # (fill_ takes it as a scalar argument: no copy, no sync).
+            self._pos.fill_(self.replay.pos)
+            return self._drawn(self.replay.draw(algo.batch_size), self._pos)
         seq_len = algo.seq_len or DEFAULT_SEQ_LEN
         sample = self.sequences.sample_sequences(max(1, algo.batch_size // seq_len), seq_len,
                                                  algo.burn_in, algo.n_step, algo.gamma)

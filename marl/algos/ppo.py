@@ -58,6 +58,7 @@ class PPO:
     """
 
     samples_actions = True  # evaluation takes the mode unless asked to sample
+    compiled_parts = "the rollout step, the minibatch loss and its backward, the estimates"
 
     def __init__(self, env: BatchedEnv, config: Config, device: torch.device) -> None:
         self.env = env
@@ -100,8 +101,6 @@ class PPO:
         # train.compile: one compiled graph per rollout step, per minibatch loss and for
         # the estimates, where the task and the groups allow (marl.algos.compiled).
         self.eager_reason = compile_plan(config, env)
-        self.compiled_parts = ("the rollout step, the minibatch loss and its backward, the "
-                               "estimates")
         on = self.eager_reason is None
         self.compiled_rollout = CompiledRollout(self) if on else None
         self._loss = compiled(self.summed_loss) if on else self.summed_loss

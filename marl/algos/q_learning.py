@@ -106,6 +106,8 @@ class _GroupTD(NamedTuple):
 class QLearning(OffPolicy):
     """IQL, VDN or QMIX (``config.algo.name``) over all agent groups of a batched env."""
 
+    compiled_parts = "the collection step, the sampled batch's loss and its backward"
+
     def __init__(self, env: BatchedEnv, config: Config, device: torch.device) -> None:
         super().__init__(env, config, device)
         self.mode = config.algo.name
@@ -130,8 +132,6 @@ class QLearning(OffPolicy):
         if self.eager_reason is None:  # train.compile: the collection step and the loss
             self.compiled_collect = CompiledCollect(self)
             self._drawn = compiled(self.drawn_losses)
-            self.compiled_parts = ("the collection step, the sampled batch's loss and its "
-                                   "backward")
 
     def epsilon(self) -> float:
         """Exploration rate after ``env_steps`` steps of the linear schedule."""
