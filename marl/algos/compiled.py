@@ -236,6 +236,14 @@ class _CompiledSteps:
     def _pure_step(self, *args: Any) -> Any:
         raise NotImplementedError
 
+    def _first_obs(self) -> dict[str, torch.Tensor]:
+        """The observations a rollout starts from: the learner's ``next``, or the first
+        reset of the env (seeded by the config)."""
+        learner = self.learner
+        if learner.next is None:
+            learner.next = self.env.reset(seed=learner.config.seed)
+        return {name: group_obs.obs for name, group_obs in learner.next.groups.items()}
+
 
 class CompiledRollout(_CompiledSteps):
     """PPO's rollout on a torch MPE env, one compiled graph per step.
@@ -274,9 +282,7 @@ class CompiledRollout(_CompiledSteps):
     def collect(self, tracker: EpisodeTracker) -> int:
         """Step every copy ``algo.num_steps`` times into the learner's storage."""
         ppo, env = self.learner, self.env
-        if ppo.next is None:
-            ppo.next = env.reset(seed=ppo.config.seed)
-        obs = {name: group_obs.obs for name, group_obs in ppo.next.groups.items()}
+        obs = self._first_obs()
         for t in range(ppo.algo.num_steps):
             ended, flag = self.lockstep.ending()
             world, next_obs, stored, states = self._step(env.world, obs, flag, tracker)
@@ -343,9 +349,7 @@ class CompiledCollect(_CompiledSteps):
     def collect(self, tracker: EpisodeTracker) -> int:
         """Step every copy ``algo.num_steps`` times into the learner's replay buffer."""
         learner, env = self.learner, self.env
-        if learner.next is None:
-            learner.next = env.reset(seed=learner.config.seed)
-        obs = {name: group_obs.obs for name, group_obs in learner.next.groups.items()}
+        obs = self._first_obs()
         for _ in range(learner.algo.num_steps):
             ended, flag = self.lockstep.ending()
             self._epsilon.fill_(learner.epsilon())  # a scalar argument: no copy, no sync
