@@ -97,3 +97,45 @@ def test_mappo_entity_hpset_shares_the_ippo_actor_and_reads_obs_then_state() -> 
     layout = mappo.critic.layout
     assert [item.kind for item in layout.slices] == ["self", "landmark", "agent", "state"]
     assert layout.slices[-1].start == 18 and layout.slices[-1].width == 54
+
+
+def test_rnn_entity_hpset_reads_entity_rows_before_its_gru_on_spread_only() -> None:
+    """``hpset=ippo_rnn_entity_mpe`` gives spread's GRU agents the entity encoder: over a
+    sequence, reordering the landmark slots at every step leaves the policy's outputs and
+    states unchanged, moving a landmark changes them. On reference and speaker-listener
+    (no ``auto`` layout) it builds ``ippo_rnn_mpe``'s networks, the same weights under a
+    seed."""
+    from marl.nets.recurrent import RecurrentGroupNet
+
+    cpu = torch.device("cpu")
+    config = load(overrides={"env.task": "torch/simple_spread_v3", "env.num_envs": 4},
+                  hpset="ippo_rnn_entity_mpe")
+    env = build_env(config, cpu)
+    actor = make_learner(env, config, cpu).groups["agent"].actor
+    assert isinstance(actor, RecurrentGroupNet)
+    first_obs = env.reset(seed=0).groups["agent"].obs.float()
+    obs = torch.stack([first_obs, first_obs + 0.1 * torch.randn_like(first_obs)])  # [T=2]
+    hidden = actor.initial_hidden(4)
+    first = torch.tensor([True, False]).view(2, 1, 1).expand(2, 4, 3)
+    landmark = {item.kind: item for item in mpe_spread_layout(3).slices}["landmark"]
+    with torch.no_grad():
+        out, last = actor(obs, hidden, first)
+        moved = _swap_slots(obs, landmark.start, [2, 0, 1], landmark.width)
+        assert not torch.equal(moved, obs)
+        out_moved, last_moved = actor(moved, hidden, first)
+        torch.testing.assert_close(out_moved, out, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(last_moved, last, atol=1e-5, rtol=1e-5)
+        shifted = obs.clone()
+        shifted[0, ..., landmark.start] += 0.5  # step 0 only: the change must carry over
+        out_shifted, last_shifted = actor(shifted, hidden, first)
+        assert (last_shifted - last).abs().max() > 1e-3
+        assert (out_shifted[1] - out[1]).abs().max() > 1e-4
+    for task in ("mpe2/simple_reference_v3", "mpe2/simple_speaker_listener_v4"):
+        weights = []
+        for name in ("ippo_rnn_entity_mpe", "ippo_rnn_mpe"):
+            config = load(overrides={"env.task": task, "env.num_envs": 2}, hpset=name)
+            torch.manual_seed(3)
+            weights.append(make_learner(build_env(config, cpu), config, cpu).groups.state_dict())
+        mine, theirs = weights
+        assert list(mine) == list(theirs), task
+        assert all(torch.equal(mine[key], theirs[key]) for key in mine), task
