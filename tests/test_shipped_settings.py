@@ -139,3 +139,14 @@ def test_rnn_entity_hpset_reads_entity_rows_before_its_gru_on_spread_only() -> N
         mine, theirs = weights
         assert list(mine) == list(theirs), task
         assert all(torch.equal(mine[key], theirs[key]) for key in mine), task
+
+
+def test_readme_names_every_hpset_where_it_lists_them() -> None:
+    """The README's paragraph on ``hpset=NAME`` lists every shipped hpset, and no other."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("`hpset=NAME` starts from a")
+    paragraph = readme[start: readme.index("\n\n", start)]
+    listed = set(re.findall(r"`([a-z0-9_]+)`", paragraph))
+    assert listed == set(HPSETS), (sorted(set(HPSETS) - listed), sorted(listed - set(HPSETS)))
