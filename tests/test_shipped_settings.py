@@ -111,6 +111,7 @@ def test_rnn_entity_hpset_reads_entity_rows_before_its_gru_on_spread_only() -> N
     config = load(overrides={"env.task": "torch/simple_spread_v3", "env.num_envs": 4},
                   hpset="ippo_rnn_entity_mpe")
     env = build_env(config, cpu)
+    torch.manual_seed(0)
     actor = make_learner(env, config, cpu).groups["agent"].actor
     assert isinstance(actor, RecurrentGroupNet)
     first_obs = env.reset(seed=0).groups["agent"].obs.float()
@@ -129,7 +130,9 @@ def test_rnn_entity_hpset_reads_entity_rows_before_its_gru_on_spread_only() -> N
         shifted[0, ..., landmark.start] += 0.5  # step 0 only: the change must carry over
         out_shifted, last_shifted = actor(shifted, hidden, first)
         assert (last_shifted - last).abs().max() > 1e-3
-        assert (out_shifted[1] - out[1]).abs().max() > 1e-4
+        # The policy head starts at gain 0.01 (logits near 1e-3): a change carried by the
+        # state moves them by ~1e-4, far above the reordering's float noise (1e-7).
+        assert (out_shifted[1] - out[1]).abs().max() > 1e-5
     for task in ("mpe2/simple_reference_v3", "mpe2/simple_speaker_listener_v4"):
         weights = []
         for name in ("ippo_rnn_entity_mpe", "ippo_rnn_mpe"):
