@@ -303,12 +303,6 @@ HPSETS: dict[str, dict[str, Any]] = {
     # EPyMARL's default recurrent agent: one input layer of 64, a GRU of 64, a linear head.
     "ippo_rnn_mpe": {"algo.name": "ippo", "groups.rnn": "gru", "groups.hidden": [64],
                      "groups.rnn_hidden": 64},
-    # The same GRU agents reading spread's observation through the entity encoder before
-    # the GRU (the MLP elsewhere, groups.entity_layout=auto): the GRU agents' winner of the
-    # sample-efficiency search (README, "Sample efficiency").
-    "ippo_rnn_entity_mpe": {"algo.name": "ippo", "groups.rnn": "gru", "groups.hidden": [64],
-                            "groups.rnn_hidden": 64, "groups.encoder": "auto",
-                            "groups.entity_layout": "auto"},
     # Off-policy on MPE: 8 copies, one update per step of all copies (8 env steps),
     # 3-step targets, relu networks, 300k env steps (README, "Off-policy learners": VDN and
     # MATD3 reach -16 or better on simple_spread_v3 in that budget).
@@ -332,6 +326,12 @@ HPSETS: dict[str, dict[str, Any]] = {
 # learning rate: stable on spread, where qmix_mpe's Q_tot grows past zero and its return
 # collapses (README, "Sample efficiency").
 HPSETS["qmix_res_mpe"] = {**HPSETS["qmix_mpe"], "optim.lr": 2.5e-4, "algo.return_penalty": 0.01}
+
+# ippo_rnn_mpe's GRU agents reading spread's observation through the entity encoder before
+# the GRU (the MLP elsewhere, groups.entity_layout=auto): the GRU agents' winner of the
+# sample-efficiency search (README, "Sample efficiency").
+HPSETS["ippo_rnn_entity_mpe"] = {**HPSETS["ippo_rnn_mpe"], "groups.encoder": "auto",
+                                 "groups.entity_layout": "auto"}
 
 
 def _type_hints(cls: type) -> dict[str, Any]:
