@@ -327,6 +327,13 @@ HPSETS: dict[str, dict[str, Any]] = {
 # collapses (README, "Sample efficiency").
 HPSETS["qmix_res_mpe"] = {**HPSETS["qmix_mpe"], "optim.lr": 2.5e-4, "algo.return_penalty": 0.01}
 
+# qmix_res_mpe's agent Q networks reading spread's observation through the entity encoder
+# (the MLP elsewhere, groups.entity_layout=auto), held down by the strong penalty (0.1; the
+# weak one let these networks' Q_tot diverge): QMIX's winner of the sample-efficiency
+# search (README, "Sample efficiency").
+HPSETS["qmix_entity_mpe"] = {**HPSETS["qmix_res_mpe"], "groups.encoder": "auto",
+                             "groups.entity_layout": "auto", "algo.return_penalty": 0.1}
+
 # ippo_rnn_mpe's GRU agents reading spread's observation through the entity encoder before
 # the GRU (the MLP elsewhere, groups.entity_layout=auto): the GRU agents' winner of the
 # sample-efficiency search (README, "Sample efficiency").

@@ -144,6 +144,39 @@ def test_rnn_entity_hpset_reads_entity_rows_before_its_gru_on_spread_only() -> N
         assert all(torch.equal(mine[key], theirs[key]) for key in mine), task
 
 
+def test_qmix_entity_hpset_q_values_ignore_landmark_order_on_spread_only() -> None:
+    """``hpset=qmix_entity_mpe`` gives spread's agent Q networks the entity encoder:
+    reordering the landmark slots leaves every Q value unchanged, moving a landmark changes
+    them. On reference and speaker-listener (no ``auto`` layout) it builds
+    ``qmix_res_mpe``'s networks, the same weights under a seed, with the strong penalty."""
+    cpu = torch.device("cpu")
+    config = load(overrides={"env.task": "torch/simple_spread_v3", "env.num_envs": 4},
+                  hpset="qmix_entity_mpe")
+    assert config.algo.name == "qmix" and config.algo.return_penalty == 0.1
+    env = build_env(config, cpu)
+    q = make_learner(env, config, cpu).q["agent"]
+    obs = env.reset(seed=0).groups["agent"].obs.float()
+    landmark = {item.kind: item for item in mpe_spread_layout(3).slices}["landmark"]
+    with torch.no_grad():
+        values = q(obs)
+        moved = _swap_slots(obs, landmark.start, [1, 2, 0], landmark.width)
+        assert not torch.equal(moved, obs)
+        torch.testing.assert_close(q(moved), values, atol=1e-5, rtol=1e-5)
+        shifted = obs.clone()
+        shifted[..., landmark.start] += 0.5
+        assert (q(shifted) - values).abs().max() > 1e-3
+    for task in ("mpe2/simple_reference_v3", "mpe2/simple_speaker_listener_v4"):
+        weights = []
+        for name in ("qmix_entity_mpe", "qmix_res_mpe"):
+            config = load(overrides={"env.task": task, "env.num_envs": 2}, hpset=name)
+            torch.manual_seed(3)
+            learner = make_learner(build_env(config, cpu), config, cpu)
+            weights.append({**learner.q.state_dict(), **learner.mixer.state_dict()})
+        mine, theirs = weights
+        assert list(mine) == list(theirs), task
+        assert all(torch.equal(mine[key], theirs[key]) for key in mine), task
+
+
 def test_readme_names_every_hpset_where_it_lists_them() -> None:
     """The README's paragraph on ``hpset=NAME`` lists every shipped hpset, and no other."""
     import re
