@@ -65,12 +65,13 @@ def _worker(num_envs: int, compiled: bool, threads: int, iterations: int,
     from marl.algos.compiled import compile_seconds
     from marl.build import build_env, make_learner
     from marl.config import load, parse_overrides
+    from marl.host import configure_process
     from marl.logging import EpisodeTracker
 
-    torch.set_num_threads(threads)
     config = load(overrides={"env.task": TASK, "env.num_envs": str(num_envs),
                              "train.compile": str(compiled).lower(),
-                             **parse_overrides(overrides)})
+                             "torch_threads": str(threads), **parse_overrides(overrides)})
+    configure_process(config)  # as `marl train` does: threads, train.retain_memory
     device = torch.device("cpu")
     env = build_env(config, device)
     learner = make_learner(env, config, device)
@@ -92,6 +93,7 @@ def _worker(num_envs: int, compiled: bool, threads: int, iterations: int,
     training = _profiled(lambda: learner.update(0.1))
     per_iteration = [c + u for c, u in zip(collect, update, strict=True)]
     return {"num_envs": num_envs, "compiled": compiled, "threads": threads,
+            "retain_memory": config.train.retain_memory,
             "eager_reason": getattr(learner, "eager_reason", None),
             "collect_ms": summary([1e3 * c for c in collect]),
             "update_ms": summary([1e3 * u for u in update]),

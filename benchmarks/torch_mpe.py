@@ -79,13 +79,13 @@ def _training_speed(task: str, num_envs: int, seconds: float, device: str,
     from marl.algos.ppo import PPO
     from marl.build import build_env
     from marl.config import load, parse_overrides
+    from marl.host import configure_process
     from marl.logging import EpisodeTracker
 
     config = load(overrides={"env.task": task, "env.num_envs": str(num_envs), "device": device,
                              **parse_overrides(overrides)})
     torch.manual_seed(0)
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
+    configure_process(config)  # as `marl train` does: threads, train.retain_memory
     torch_device = torch.device(device)
     env = build_env(config, torch_device)
     algo = PPO(env, config, torch_device)

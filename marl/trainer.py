@@ -32,6 +32,7 @@ from marl.algos.compiled import compile_note, compile_seconds
 from marl.build import Checkpoints, build_env, make_evaluator, make_learner, resolve_device
 from marl.config import Config, ConfigError, dump, flatten, to_dict
 from marl.group_nets import encoder_note
+from marl.host import configure_process
 from marl.logging import EpisodeTracker, MetricsWriter
 from marl.play import Evaluator
 from marl.selective.runtime import (
@@ -60,8 +61,7 @@ def train(config: Config, stream: TextIO = sys.stdout) -> RunResult:
     """
     run_dir = _run_dir(config)
     _seed(config.seed)
-    if config.torch_threads is not None:
-        torch.set_num_threads(config.torch_threads)
+    configure_process(config)
     device = resolve_device(config.device)
     env = build_env(config, device)
     chosen = selective_groups(config, list(env.groups))
