@@ -86,7 +86,8 @@ def _inductor(graph: torch.fx.GraphModule, inputs: list[Any]) -> Any:
     """The inductor backend with :func:`_exp_tanh` for ``aten.tanh`` (the derivative
     still comes from the saved output, ``1 - y^2``), and on CPU with inductor's C++ wrapper:
     the graph's kernel calls and buffer allocations run as one compiled C++ function instead
-    of generated Python, which takes 15% off the rollout step at 16 env copies."""
+    of generated Python: PPO's collect at 16 env copies 5.3 -> 4.3 ms per 50 steps (README,
+    "Where one iteration's time goes")."""
     from torch._inductor.compile_fx import compile_fx
     from torch._inductor.decomposition import select_decomp_table
 
