@@ -83,11 +83,15 @@ class RunningMeanStd(nn.Module):
         one for all)."""
         delta = batch_mean - self.mean
         total = self.count + batch_count
-        self.mean += delta * batch_count / total
+        mean = self.mean + delta * batch_count / total
         m2 = (self.var * self.count + batch_var * batch_count
               + delta**2 * self.count * batch_count / total)
-        self.var.copy_(m2 / total)
-        self.count.copy_(total)
+        # Index assignment, not copy_ or +=: under torch.compile (torch 2.13, AOTAutograd)
+        # in-place updates of 0-dim float64 buffers (value and reward statistics) were
+        # silently dropped from the graph; tests/test_normalize.py checks it compiled.
+        self.mean[...] = mean
+        self.var[...] = m2 / total
+        self.count[...] = total
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
                               *args: Any, **kwargs: Any) -> None:

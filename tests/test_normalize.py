@@ -126,3 +126,40 @@ def test_learners_normalise_padded_groups_with_the_observation_mask(algo: str) -
                                                           [1.0, 1.0, 0.0, 0.0]]]),
                                rtol=0, atol=1e-2)
     assert torch.equal(normalised[0, 0, 2:], torch.zeros(2))  # agent 0's padding stays 0
+
+
+def _fold(norm: RunningMeanStd, x: torch.Tensor, mask: torch.Tensor) -> None:
+    for i in range(x.shape[0]):
+        norm.update(x[i], mask[i])
+    norm.update(x[0])
+    norm.update_from_moments(x[1].mean(0), x[1].var(0, unbiased=False), 5.0)
+
+
+@pytest.mark.parametrize("shape", [(), (4,)], ids=["scalar", "vector"])
+def test_statistics_update_the_same_inside_a_compiled_graph(shape: tuple[int, ...]) -> None:
+    """torch.compile (AOTAutograd, torch 2.13) dropped in-place updates of 0-dim float64
+    buffers: the value and reward statistics of the compiled path kept var 1 and count
+    1e-4. Every update path, compiled, matches eager."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 50, *shape) * 3 + 1
+    mask = torch.rand(3, 50) > 0.3
+    eager, compiled = RunningMeanStd(shape), RunningMeanStd(shape)
+    _fold(eager, x, mask)
+    torch.compile(_fold, fullgraph=True)(compiled, x, mask)
+    assert eager.count.min() > 100  # the updates happened
+    for key in ("mean", "var", "count"):
+        torch.testing.assert_close(getattr(compiled, key), getattr(eager, key), msg=key)
+
+
+def test_return_scaler_scales_the_same_inside_a_compiled_graph() -> None:
+    torch.manual_seed(0)
+    eager, compiled = ReturnScaler((4, 2), gamma=0.9), ReturnScaler((4, 2), gamma=0.9)
+    step = torch.compile(compiled.__call__, fullgraph=True)
+    alive = torch.ones(4, 2, dtype=torch.bool)
+    for t in range(6):
+        reward = torch.randn(4, 2) * 5
+        ended = torch.full((4, 2), t == 3)
+        torch.testing.assert_close(step(reward, ended, alive), eager(reward, ended, alive))
+    assert eager.stats.count.item() == pytest.approx(48, abs=1e-3)
+    for key in ("mean", "var", "count"):
+        torch.testing.assert_close(getattr(compiled.stats, key), getattr(eager.stats, key))
