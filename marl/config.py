@@ -111,6 +111,12 @@ class AlgoConfig:
     vf_coef: float = _help("value loss coefficient", default=0.5)
     norm_adv: bool = _help("normalise advantages over alive agents of each minibatch",
                            default=True)
+    chunk_rows: int | None = _help(
+        "ppo: agent rows (samples x agents, x sequence length for recurrent groups) per "
+        "forward and backward pass; a larger minibatch runs in chunks whose gradients add up "
+        "to the whole minibatch's (the same update, up to float rounding; the smaller "
+        "matrices stay in a CPU's caches). None: 4800 on a CPU with one torch thread, else "
+        "the whole minibatch; 0: always the whole minibatch", default=None)
     obs_norm: bool = _help("running observation normalisation per group", default=True)
     reward_norm: str = _help(
         "'none'; 'running' (divide by the running std of the discounted return); 'episode' "

@@ -111,6 +111,7 @@ RANGES: dict[str, Rule] = {
     "algo.gae_lambda": within(0.0, 1.0, "0.95", low_open=True),
     "algo.update_epochs": at_least(1, "5"),
     "algo.num_minibatches": at_least(1, "2"),
+    "algo.chunk_rows": at_least(0, "4800"),
     "algo.clip_coef": positive("0.2"),
     "algo.ent_coef": at_least(0.0, "0.01"),
     "algo.ent_coef_final": at_least(0.0, "0.0"),

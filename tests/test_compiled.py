@@ -7,6 +7,8 @@ Compiling a graph takes tens of seconds on a CPU, so the graphs here are few and
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import yaml
@@ -117,6 +119,29 @@ def test_compiled_rollout_stores_the_envs_own_transitions() -> None:
     assert stats["episode_return"] == pytest.approx(sum(episodes) / len(episodes), rel=1e-5)
 
 
+def test_compiled_steps_and_estimates_update_every_statistic() -> None:
+    """The rollout graph folds every alive sample into the observation and reward
+    statistics, and the estimates graph moves the value statistics as eager code does
+    (var and count too, not only the mean)."""
+    env, ppo = _learner(_config("algo.reward_norm=running"))
+    ppo.collect(_tracker(env))
+    group = ppo.groups["agent"]
+    samples = 30 * 4 * 3  # steps x copies x agents, all alive on this task
+    assert group.obs_norm is not None and group.value_norm is not None
+    assert group.obs_norm.count.min().item() == pytest.approx(samples, abs=1e-3)
+    reward_stats = ppo.reward_norm["agent"].stats
+    assert reward_stats.count.item() == pytest.approx(samples, abs=1e-3)
+    assert reward_stats.var.item() != pytest.approx(1.0)
+    saved = {k: v.clone() for k, v in ppo.groups.state_dict().items()}
+    ppo._flat_batches()
+    eager = {k: v.clone() for k, v in ppo.groups.state_dict().items()}
+    ppo.groups.load_state_dict(saved)
+    ppo._batches()
+    assert eager["agent.value_norm.count"].item() == pytest.approx(samples, abs=1e-3)
+    for key, value in ppo.groups.state_dict().items():
+        torch.testing.assert_close(value, eager[key], msg=key)
+
+
 @pytest.mark.parametrize("options", [(), ("algo.name=mappo",),
                                      ("algo.name=mappo", "algo.critic_input=obs_state"),
                                      ("groups.activation=relu", "algo.clip_coef=0.1"),
@@ -158,6 +183,29 @@ def test_compiled_and_eager_losses_agree_on_the_same_batch(options: tuple[str, .
                                rtol=1e-5, atol=1e-6)
     for got, want in zip(compiled_grads, eager_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_compiled_chunks_make_the_eager_whole_minibatchs_update() -> None:
+    """algo.chunk_rows on the compiled path: the chunks' graph (the whole minibatch's
+    statistics as inputs) accumulates the gradients of the eager whole minibatch."""
+    env, ppo = _learner(_config("algo.chunk_rows=20", "algo.update_epochs=2"))
+    ppo.collect(_tracker(env))
+    groups = {k: v.clone() for k, v in ppo.groups.state_dict().items()}
+    optimizers = [copy.deepcopy(o.state_dict()) for o in ppo.optimizer.optimizers]
+    torch.manual_seed(1)
+    chunked = ppo.update(0.0)
+    chunked_weights = {k: v.clone() for k, v in ppo.groups.state_dict().items()}
+    ppo.groups.load_state_dict(groups)
+    for optimizer, state in zip(ppo.optimizer.optimizers, optimizers, strict=True):
+        optimizer.load_state_dict(state)
+    ppo.chunk_count = lambda batches, samples: 1  # type: ignore[method-assign]
+    ppo._loss, ppo._batches = ppo.summed_loss, ppo._flat_batches  # eager, whole
+    torch.manual_seed(1)
+    whole = ppo.update(0.0)
+    for name, want in ppo.groups.state_dict().items():
+        torch.testing.assert_close(chunked_weights[name], want, rtol=1e-4, atol=1e-5, msg=name)
+    for key, value in whole.items():
+        assert chunked[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
 
 
 def test_run_config_records_the_path_and_the_compile_time(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ from marl_envs import GroupSpec, make
 
 from marl.algos.ppo import PPO, ppo_loss
 from marl.algos.rollout import Minibatch, take
+from marl.build import build_env
 from marl.config import load
 from marl.groups import AgentGroup
 from marl.logging import EpisodeTracker
@@ -179,3 +180,62 @@ def test_returns_use_values_in_return_units_under_value_normalisation() -> None:
                    algo.algo.gamma, algo.algo.gae_lambda)
     torch.testing.assert_close(advantages, expected)
     torch.testing.assert_close(returns, advantages + values)
+
+
+def _updated(chunk_rows: str, overrides: dict[str, str]) -> tuple[PPO, dict[str, float]]:
+    """One rollout and one update (2 epochs of 2 minibatches) from seeded starts."""
+    config = load(overrides={"env.task": "torch/simple_spread_v3", "env.num_envs": "4",
+                             "algo.num_steps": "8", "algo.update_epochs": "2",
+                             "algo.num_minibatches": "2", "algo.chunk_rows": chunk_rows,
+                             **overrides})
+    torch.manual_seed(0)
+    env = build_env(config, torch.device("cpu"))
+    algo = PPO(env, config, torch.device("cpu"))
+    algo.collect(EpisodeTracker({n: s.num_agents for n, s in env.groups.items()},
+                                env.num_envs, torch.device("cpu")))
+    torch.manual_seed(1)  # the same minibatches
+    metrics = algo.update(0.0)
+    env.close()
+    return algo, metrics
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"algo.norm_adv": "false", "algo.clip_vloss": "true", "algo.value_norm": "false"},
+    {"groups.sharing": "independent", "groups.backend": "batched"},
+    {"algo.name": "mappo", "env.kwargs.continuous_actions": "true"},
+    {"env.task": "toy/leave_early", "env.kwargs.late_agent": "true"},  # two groups, dead agents
+    {"groups.rnn": "gru", "algo.seq_len": "4"},
+], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults")
+def test_chunked_minibatches_make_the_whole_minibatchs_update(
+        overrides: dict[str, str]) -> None:
+    """algo.chunk_rows: chunks of a minibatch, their gradients accumulated, give the
+    weights and the logged terms of the whole minibatch, counts and advantage statistics
+    taken over the whole minibatch (a chunk normalised by its own would not)."""
+    whole, whole_metrics = _updated("0", overrides)
+    chunked, chunked_metrics = _updated("7", overrides)
+    for (name, want), got in zip(whole.groups.state_dict().items(),
+                                 chunked.groups.state_dict().values(), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6, msg=name)
+    assert whole_metrics.keys() == chunked_metrics.keys()
+    for key, value in whole_metrics.items():
+        assert chunked_metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    batches = chunked._flat_batches()  # (after the comparison: it updates value statistics)
+    first = next(iter(batches.values()))
+    samples = first.obs.shape[0 if first.sequences is None else 1] // 2
+    assert whole.chunk_count(batches, samples) == 1 < chunked.chunk_count(batches, samples)
+
+
+def test_chunk_count_divides_the_minibatch_and_auto_follows_the_threads() -> None:
+    algo, _ = _updated("48", {})
+    batches = algo._flat_batches()  # 3 agents a sample
+    assert [algo.chunk_count(batches, n) for n in (16, 17, 100, 96)] == [1, 2, 10, 6]
+    auto, _ = _updated("none", {})
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert auto.chunk_count(batches, 3200) == 2  # 9,600 rows, 4,800 a chunk
+        torch.set_num_threads(2)
+        assert auto.chunk_count(batches, 3200) == 1
+    finally:
+        torch.set_num_threads(threads)

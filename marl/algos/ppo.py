@@ -5,7 +5,10 @@ MAPPO's sees the global state (Yu et al. 2022, arXiv:2103.01955): ``env.state()`
 the task has one, else the group's observations concatenated. One iteration is
 :meth:`PPO.collect` (a rollout of ``num_steps`` steps of every env copy into
 preallocated ``[T, E, A, ...]`` storage) then :meth:`PPO.update` (GAE, then epochs of
-minibatch updates on the sum of all groups' PPO losses).
+minibatch updates on the sum of all groups' PPO losses). A minibatch larger than
+``algo.chunk_rows`` agent rows runs as chunks whose gradients accumulate to the
+minibatch's: the counts and advantage statistics of the whole minibatch are taken first
+(:func:`minibatch_stats`), so each chunk's loss is its share of the minibatch's loss.
 
 Recurrent groups (``groups.rnn=gru``): the policy steps from a hidden state ``[E, A, H]``
 carried from rollout to rollout (:class:`~marl.memory.AgentMemory`), and the rollout
@@ -18,7 +21,8 @@ carried state; MAPPO's state critic stays feed-forward.
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, NamedTuple
 
 import torch
 from marl_envs.core import BatchedEnv, BatchedReset, GroupObs, GroupStep
@@ -270,13 +274,22 @@ class PPO:
         sums: dict[str, torch.Tensor] = {}
         rows: torch.Tensor | int = 0  # the loss terms [groups, terms], summed
         coef = torch.tensor(ent_coef, device=self.device)
+        chunks = self.chunk_count(batches, -(-num_samples // algo.num_minibatches))
         for _ in range(algo.update_epochs):
             order = torch.randperm(num_samples, device=self.device)
             for index in order.chunk(algo.num_minibatches):
-                total, terms = self._loss(batches, index, coef)
-                rows = rows + terms
                 self.optimizer.zero_grad()
-                total.backward()
+                if chunks == 1:
+                    total, terms = self._loss(batches, index, coef)
+                    total.backward()
+                    rows = rows + terms
+                else:  # the same gradients, accumulated chunk by chunk
+                    stats = {name: minibatch_stats(take(batch, index), algo.norm_adv)
+                             for name, batch in batches.items()}
+                    for part in index.chunk(chunks):
+                        total, terms = self._loss(batches, part, coef, stats)
+                        total.backward()
+                        rows = rows + terms
                 for key, value in self.optimizer.clip_and_step().items():
                     sums[key] = sums.get(key, 0) + value
         assert isinstance(rows, torch.Tensor)
@@ -289,11 +302,30 @@ class PPO:
         metrics["lr"] = self.optimizer.optimizers[0].param_groups[0]["lr"]
         return metrics
 
+    def chunk_count(self, batches: dict[str, Minibatch], samples: int) -> int:
+        """How many chunks a minibatch of ``samples`` samples (sequences for recurrent
+        groups) runs in under ``algo.chunk_rows``; a count that divides ``samples`` where
+        one is near, so that every chunk has one shape (one compiled graph)."""
+        limit = self.algo.chunk_rows
+        if limit is None:  # measured: a win on one CPU thread, a loss on two (README)
+            limit = 4800 if self.device.type == "cpu" and torch.get_num_threads() == 1 else 0
+        rows = samples * sum(batch.alive.shape[0] * batch.alive.shape[2]  # [L, N, A]
+                             if batch.sequences is not None else batch.alive.shape[1]
+                             for batch in batches.values())
+        if limit == 0 or rows <= limit:
+            return 1
+        count = min(math.ceil(rows / limit), samples)
+        return next((c for c in range(count, min(2 * count, samples) + 1) if samples % c == 0),
+                    count)
+
     def summed_loss(self, batches: dict[str, Minibatch], index: torch.Tensor,
-                    ent_coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                    ent_coef: torch.Tensor, stats: dict[str, MinibatchStats] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The minibatch ``index`` of every group's ``batches``: the PPO losses summed
         over groups, and each group's terms ``[groups, len(LOSS_TERMS)]`` (detached).
-        Compiled as one graph, with its backward, on the compiled path."""
+        With ``stats`` (those of a whole minibatch that ``index`` is a chunk of), the
+        chunk's share of that minibatch's losses and terms. Compiled as one graph, with its
+        backward, on the compiled path."""
         algo = self.algo
         total = torch.zeros((), device=index.device)
         rows = []
@@ -301,7 +333,8 @@ class PPO:
             group = self.groups[name]
             assert isinstance(group, AgentGroup)
             terms = ppo_loss(group, take(batch, index), algo.clip_coef, ent_coef,
-                             algo.vf_coef, algo.clip_vloss, algo.norm_adv)
+                             algo.vf_coef, algo.clip_vloss, algo.norm_adv,
+                             None if stats is None else stats[name])
             total = total + terms["loss"]
             rows.append(torch.stack([terms[key].detach() for key in LOSS_TERMS]))
         return total, torch.stack(rows)
@@ -408,16 +441,45 @@ LOSS_TERMS = ("loss", "policy", "value", "entropy", "approx_kl", "clip_fraction"
 """The named terms of :func:`ppo_loss`, logged as ``<group>/<term>``."""
 
 
+class MinibatchStats(NamedTuple):
+    """What a minibatch's PPO loss averages by: the count of alive agent samples and,
+    with advantage normalisation, the advantages' mean and scale over them."""
+
+    alive_count: torch.Tensor
+    adv_mean: torch.Tensor
+    adv_scale: torch.Tensor
+
+
+def minibatch_stats(batch: Minibatch, norm_adv: bool) -> MinibatchStats:
+    """The :class:`MinibatchStats` of ``batch`` (``adv_mean`` 0 and ``adv_scale`` 1 without
+    ``norm_adv``)."""
+    alive = batch.alive
+    count = alive.sum().clamp_min(1)
+    advantage = batch.advantage
+    if not norm_adv:
+        one = torch.ones((), device=advantage.device)
+        return MinibatchStats(count, one - 1, one)
+    mean = torch.where(alive, advantage, 0.0).sum() / count
+    centred = advantage - mean
+    scale = (torch.where(alive, centred**2, 0.0).sum() / count).sqrt() + 1e-8
+    return MinibatchStats(count, mean, scale)
+
+
 def ppo_loss(group: AgentGroup, batch: Minibatch, clip_coef: float,
              ent_coef: float | torch.Tensor, vf_coef: float, clip_vloss: bool,
-             norm_adv: bool) -> dict[str, torch.Tensor]:
+             norm_adv: bool, stats: MinibatchStats | None = None) -> dict[str, torch.Tensor]:
     """PPO's clipped objective for one group, averaged over alive agents.
 
     Returns named terms: ``loss`` (what is summed over groups and minimised),
-    ``policy``, ``value``, ``entropy``, ``approx_kl`` and ``clip_fraction``.
+    ``policy``, ``value``, ``entropy``, ``approx_kl`` and ``clip_fraction``. With
+    ``stats`` of a larger minibatch that ``batch`` is a chunk of, the sums over ``batch``
+    divided by that minibatch's count, its advantages normalised by that minibatch's
+    mean and scale: the chunks' terms add up to the minibatch's.
     """
     alive = batch.alive
-    count = alive.sum().clamp_min(1)
+    if stats is None:
+        stats = minibatch_stats(batch, norm_adv)
+    count = stats.alive_count
 
     def mean(x: torch.Tensor) -> torch.Tensor:
         # where, not a product: an overflow in a dead agent's slot must not become NaN.
@@ -425,8 +487,7 @@ def ppo_loss(group: AgentGroup, batch: Minibatch, clip_coef: float,
 
     advantage = batch.advantage
     if norm_adv:
-        centred = advantage - mean(advantage)
-        advantage = centred / (mean(centred**2).sqrt() + 1e-8)
+        advantage = (advantage - stats.adv_mean) / stats.adv_scale
     actor_in = critic_in = None
     if batch.sequences is not None:  # replay each sequence from its stored start state
         first, actor_hidden, critic_hidden = batch.sequences
@@ -466,4 +527,5 @@ def _reward_normalizer(config: Config, batch_shape: tuple[int, int]) -> nn.Modul
     return nn.Identity()
 
 
-__all__ = ["PPO", "GroupObs", "NonFiniteLossError", "ppo_loss"]
+__all__ = ["PPO", "GroupObs", "MinibatchStats", "NonFiniteLossError", "minibatch_stats",
+           "ppo_loss"]
