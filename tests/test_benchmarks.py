@@ -258,3 +258,26 @@ def test_throughput_compiled_tables_compiled_over_eager(tmp_path: Path) -> None:
     table = (tmp_path / "out" / "results.md").read_text()
     assert f"| ippo | 2 | {compiled['ceiling']['median']:,.0f} | {slow:,.0f} | {fast:,.0f} " \
            f"| {fast / slow:.2f} |" in table
+
+
+def test_training_rate_leaves_out_graphs_that_compile_inside_the_window(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The throughput benchmark's training rate is taken between two metric lines and
+    leaves out compile time, also where a graph compiles between them (the Q learners'
+    one-graph update compiles on its second update)."""
+    import marl.trainer
+    from benchmarks.throughput import _training
+
+    def fake_train(config):  # type: ignore[no-untyped-def]
+        lines = [{"env_steps": 100, "wall_time": 30.0, "compile_time": 20.0},
+                 {"env_steps": 200, "wall_time": 31.0, "compile_time": 20.0},
+                 {"env_steps": 300, "wall_time": 37.0, "compile_time": 25.0},
+                 {"env_steps": 1200, "wall_time": 40.0, "compile_time": 25.0}]
+        with open(Path(config.run.dir) / "metrics.jsonl", "w") as stream:
+            stream.writelines(json.dumps(line) + "\n" for line in lines)
+
+    monkeypatch.setattr(marl.trainer, "train", fake_train)
+    result = _training("torch/simple_spread_v3", 4, "sync", "ippo", 1200, [])
+    # lines 2-4: 1,000 env steps in 9 s of which 5 s compiling
+    assert result["env_steps_per_s"] == pytest.approx(1000 / 4.0)
+    assert result["compile_s"] == 25.0
