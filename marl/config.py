@@ -265,6 +265,11 @@ class TrainConfig:
         "false, or 'auto' (compile PPO runs of at least 500,000 env steps and IQL/VDN/QMIX "
         "runs of at least 200,000, where the compile time pays for itself); the run's "
         "config.yaml notes which path ran", default="auto")
+    compile_update: bool = _help(
+        "on the compiled path, each gradient step as one graph (PPO's minibatch, the Q "
+        "learners' sampled batch: loss, gradients by torch.func, clipping and Adam); "
+        "false: the loss graph with its backward, then eager clipping and fused Adam",
+        default=True)
     retain_memory: bool = _help(
         "keep freed memory in the process for the next minibatch instead of returning it "
         "to the OS (glibc malloc: no mmap per large block, no trimming); saves a page fault "

@@ -200,12 +200,93 @@ def test_compiled_chunks_make_the_eager_whole_minibatchs_update() -> None:
         optimizer.load_state_dict(state)
     ppo.chunk_count = lambda batches, samples: 1  # type: ignore[method-assign]
     ppo._loss, ppo._batches = ppo.summed_loss, ppo._flat_batches  # eager, whole
+    ppo.compiled_update = None
     torch.manual_seed(1)
     whole = ppo.update(0.0)
     for name, want in ppo.groups.state_dict().items():
         torch.testing.assert_close(chunked_weights[name], want, rtol=1e-4, atol=1e-5, msg=name)
     for key, value in whole.items():
         assert chunked[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+
+
+def _snapshot(ppo):  # type: ignore[no-untyped-def]
+    return ({k: v.clone() for k, v in ppo.groups.state_dict().items()},
+            [copy.deepcopy(o.state_dict()) for o in ppo.optimizer.optimizers])
+
+
+def _restore(ppo, snapshot) -> None:  # type: ignore[no-untyped-def]
+    groups, optimizers = snapshot
+    ppo.groups.load_state_dict(groups)
+    for optimizer, state in zip(ppo.optimizer.optimizers, optimizers, strict=True):
+        optimizer.load_state_dict(state)
+
+
+def _adam_state_of(optimizer, params) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
+    state = optimizer.optimizers[0].state
+    return [state[p][key] for p in params for key in ("step", "exp_avg", "exp_avg_sq")]
+
+
+def _adam_state(ppo) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
+    return _adam_state_of(ppo.optimizer, ppo.compiled_update.params)
+
+
+@pytest.mark.parametrize("options", [(), ("algo.name=mappo", "algo.critic_input=obs_state"),
+                                     ("groups.sharing=independent", "optim.clip_mode=group"),
+                                     ("env.kwargs.continuous_actions=true",
+                                      "optim.max_grad_norm=null", "optim.impl=loop"),
+                                     ("optim.max_grad_norm=0.01",),
+                                     ("env.task=torch/simple_speaker_listener_v4",
+                                      "optim.clip_mode=group")])
+def test_one_graph_update_is_the_eager_update(options: tuple[str, ...]) -> None:
+    """The minibatch update as one graph (loss, ``torch.func.grad``, clipping, Adam)
+    moves the weights and Adam's state as the eager loss, ``backward()``,
+    ``clip_grad_norm_`` and ``torch.optim.Adam`` do, over two updates of three minibatches
+    (two epochs each) with the learning rate annealed, and logs the same norms and terms:
+    IPPO, MAPPO reading the global state, ``batched`` networks with one clipping norm per
+    group, Gaussian policies without clipping on Adam's per-tensor kernels, a clipping
+    norm that every minibatch hits, and two groups (speaker and listener) clipped apart."""
+    env, ppo = _learner(_config("algo.update_epochs=2", "algo.num_minibatches=3", *options))
+    ppo.collect(_tracker(env))
+    start = _snapshot(ppo)
+    compiled, weights, adam = [], [], []
+    for progress in (0.0, 0.5):
+        torch.manual_seed(int(progress * 10) + 1)
+        compiled.append(ppo.update(progress))
+        assert ppo.compiled_update is not None and ppo.compiled_update.ready
+    weights = {k: v.clone() for k, v in ppo.groups.state_dict().items()}
+    adam = [t.clone() for t in _adam_state(ppo)]
+    one_graph = ppo.compiled_update
+    _restore(ppo, start)
+    ppo.compiled_update = None
+    ppo._loss, ppo._batches = ppo.summed_loss, ppo._flat_batches  # eager throughout
+    for progress, got in zip((0.0, 0.5), compiled, strict=True):
+        torch.manual_seed(int(progress * 10) + 1)
+        want = ppo.update(progress)
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    for name, want in ppo.groups.state_dict().items():
+        torch.testing.assert_close(weights[name], want, rtol=1e-4, atol=1e-6, msg=name)
+    ppo.compiled_update = one_graph
+    for got, want in zip(adam, _adam_state(ppo), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+    assert float(adam[0]) == 2 * 2 * 3  # Adam's step count: every minibatch stepped
+
+
+def test_one_graph_update_gives_way_to_a_parameter_without_a_gradient() -> None:
+    """A parameter that gets no gradient (Adam skips it) keeps the run on the ordinary
+    path, which steps it as eager PyTorch does: not at all."""
+    from marl.algos.compiled import CompiledUpdate
+
+    env, ppo = _learner(_config("algo.num_minibatches=3"))
+    unused = torch.nn.Parameter(torch.ones(3))
+    ppo.groups["agent"].register_parameter("unused", unused)
+    ppo.optimizer.optimizers[0].add_param_group({"params": [unused]})
+    ppo.compiled_update = CompiledUpdate(ppo.optimizer, ppo.summed_loss)
+    ppo.collect(_tracker(env))
+    ppo.update(0.0)
+    assert ppo.compiled_update is None
+    torch.testing.assert_close(unused.detach(), torch.ones(3))
 
 
 def test_run_config_records_the_path_and_the_compile_time(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -292,3 +373,49 @@ def test_compiled_and_eager_q_losses_agree_on_the_same_draw(options: tuple[str, 
             if got is not None:
                 torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
         learner.collect(_tracker(env))  # a new write position
+
+
+@pytest.mark.parametrize("options", [("algo.name=qmix", "algo.return_penalty=0.01"),
+                                     ("algo.name=vdn", "optim.clip_mode=group"),
+                                     ("algo.name=iql", "groups.sharing=independent",
+                                      "algo.gradient_steps=2", "algo.target_update=hard",
+                                      "algo.target_update_interval=2")])
+def test_one_graph_q_update_is_the_eager_update(options: tuple[str, ...]) -> None:
+    """The Q learners' update as one graph (the draw's loss, ``torch.func.grad``,
+    clipping, Adam) moves the online and target networks and Adam's state as the eager
+    loss, ``backward()``, ``clip_grad_norm_`` and Adam do, over three updates on the same
+    draws with the learning rate annealed, and logs the same terms: QMIX with the return
+    penalty (its mixer trained in the same step), VDN clipped per group, IQL with
+    independent networks, two gradient steps an update and hard target copies."""
+    env, learner = _learner(_offpolicy("algo.num_steps=40", "algo.warmup_steps=100",
+                                       *options))
+    learner.collect(_tracker(env))
+    start = ({k: copy.deepcopy(m.state_dict()) for k, m in learner.modules().items()},
+             copy.deepcopy(learner.optimizer.optimizers[0].state_dict()), learner.num_updates)
+    compiled = []
+    for progress in (0.0, 0.3, 0.6):
+        torch.manual_seed(int(progress * 10) + 1)
+        compiled.append(learner.update(progress))
+        assert learner.compiled_update is not None and learner.compiled_update.ready
+    weights = {k: copy.deepcopy(m.state_dict()) for k, m in learner.modules().items()}
+    one_graph = learner.compiled_update
+    adam = [t.clone() for t in _adam_state_of(learner.optimizer, one_graph.params)]
+    modules, optimizer, updates = start
+    for key, module in learner.modules().items():
+        module.load_state_dict(modules[key])
+    learner.optimizer.optimizers[0].load_state_dict(optimizer)
+    learner.num_updates = updates
+    learner.compiled_update, learner._drawn = None, learner.drawn_losses  # eager
+    for progress, got in zip((0.0, 0.3, 0.6), compiled, strict=True):
+        torch.manual_seed(int(progress * 10) + 1)
+        want = learner.update(progress)
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    for key, module in learner.modules().items():
+        for name, want in module.state_dict().items():
+            torch.testing.assert_close(weights[key][name], want, rtol=1e-4, atol=1e-6,
+                                       msg=f"{key}.{name}")
+    for got, want in zip(adam, _adam_state_of(learner.optimizer, one_graph.params),
+                         strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)

@@ -5,9 +5,12 @@ observation normalisation, the policy, the env's physics, observations and rewar
 reward scaling, the global state and the episode bookkeeping -- is a pure function of
 tensors, and ``torch.compile`` (the CPU inductor; on CUDA the same graphs) captures it as
 one graph; so is a PPO minibatch's loss, whose backward AOTAutograd compiles with it, and
-the GAE estimates over the stored rollout. What stays in Python per step is one call of
-the compiled step and the storage writes; once per episode the env is reset eagerly (its
-copies run in lockstep, so they all reset at the same step, known without a sync).
+the GAE estimates over the stored rollout. PPO's whole minibatch update -- the loss, its
+gradients through :func:`torch.func.grad`, clipping and the Adam step -- is one graph too
+(:class:`CompiledUpdate`) where a minibatch runs whole. What stays in Python per step is
+one call of the compiled step and the storage writes; once per episode the env is reset
+eagerly (its copies run in lockstep, so they all reset at the same step, known without a
+sync).
 
 One call of a compiled graph costs a few tens of microseconds however many operators it
 fuses; eager PyTorch pays a few microseconds for each of hundreds of small operators.
@@ -32,6 +35,7 @@ from marl_envs.core import BatchedReset, BatchedStep, GroupObs, GroupStep
 
 from marl.config import Config
 from marl.logging import EpisodeTracker
+from marl.optim import CommonOptimizer
 from marl.replay import GroupTransition
 
 AUTO_MIN_ENV_STEPS = 500_000
@@ -365,3 +369,114 @@ class CompiledCollect(_CompiledSteps):
             learner.env_steps += env.num_envs
         learner.next = self.lockstep.next_reset(obs)
         return learner.algo.num_steps * env.num_envs
+
+
+class _Losses(torch.nn.Module):
+    """The trained modules under one module whose call is a learner's loss, so that
+    :func:`torch.func.functional_call` can run that loss on given parameters."""
+
+    def __init__(self, modules: dict[str, torch.nn.Module],
+                 loss: Callable[..., tuple[torch.Tensor, Any]]) -> None:
+        super().__init__()
+        self.trained = torch.nn.ModuleDict(modules)
+        self._loss = loss
+
+    def forward(self, *args: Any) -> Any:
+        return self._loss(*args)
+
+
+class CompiledUpdate:
+    """One gradient step as one graph: a loss, its gradients (:func:`torch.func.grad`, no
+    autograd engine), global or per-group clipping and the Adam step, written in place
+    into the parameters and the optimiser's own state (PPO's minibatch update, the Q
+    learners' sampled update).
+
+    The ordinary path runs the compiled loss, ``backward()``, ``clip_grad_norm_`` and
+    fused Adam as four calls with Python between them; at small batches that Python is a
+    large part of the update (README, "Where one iteration's time goes"). The first step
+    of a run takes the ordinary path (it creates the optimiser's state and shows which
+    parameters get gradients); the graph takes over when every parameter got one and has
+    its Adam state on its own device (a parameter without a gradient is skipped by Adam,
+    which this graph does not model), and the update is Adam's to float rounding
+    (``tests/test_compiled.py``).
+
+    Args:
+        optimizer: the learner's common optimiser (one Adam, ``optim.mode=common``).
+        loss: ``loss(*args) -> (total, aux)``: the scalar to minimise and what to return
+            with the gradient norms (detached), over the optimiser's modules.
+    """
+
+    def __init__(self, optimizer: CommonOptimizer,
+                 loss: Callable[..., tuple[torch.Tensor, Any]]) -> None:
+        self.optimizer = optimizer.optimizers[0]
+        self.config = optimizer.config
+        self.module = _Losses(optimizer.modules, loss)
+        named = [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        by_id = {id(p): i for i, p in enumerate(self.params)}
+        # which clipping norm each parameter belongs to (one, or one per group)
+        self.norm_names = ["grad_norm"]
+        self.norm_of = [0] * len(self.params)
+        if self.config.clip_mode == "group":
+            self.norm_names = [f"grad_norm/{name}" for name in optimizer.params]
+            for g, params in enumerate(optimizer.params.values()):
+                for p in params:
+                    self.norm_of[by_id[id(p)]] = g
+        self.group_of = [0] * len(self.params)
+        for g, group in enumerate(self.optimizer.param_groups):
+            for p in group["params"]:
+                self.group_of[by_id[id(p)]] = g
+        self.ready = False
+        self._graph = compiled(self._step)
+
+    def check(self) -> bool:
+        """After a minibatch on the ordinary path: take over if every parameter got a
+        gradient and has Adam state; otherwise never."""
+        state = self.optimizer.state
+        self.ready = all(p.grad is not None and "exp_avg" in state[p]
+                         and state[p]["step"].device == p.device for p in self.params)
+        return self.ready
+
+    def step(self, *args: Any) -> tuple[dict[str, torch.Tensor], Any]:
+        """One step on the loss of ``args``: the gradient norms before clipping, named as
+        the ordinary path names them, and the loss's ``aux``."""
+        state = self.optimizer.state
+        states = [state[p] for p in self.params]
+        lrs = torch.tensor([g["lr"] for g in self.optimizer.param_groups],
+                           device=self.params[0].device)
+        norms, aux = self._graph(
+            args, lrs, [p.detach() for p in self.params], [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states], [s["step"] for s in states])
+        return dict(zip(self.norm_names, norms, strict=True)), aux
+
+    def _step(self, args: tuple[Any, ...], lrs: torch.Tensor, params: list[torch.Tensor],
+              exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],
+              steps: list[torch.Tensor]) -> Any:
+        names, module = self.names, self.module
+
+        def loss(flat: list[torch.Tensor]) -> Any:
+            return torch.func.functional_call(
+                module, {names[i]: flat[i] for i in range(len(names))}, args, strict=False)
+
+        grads, aux = torch.func.grad(loss, has_aux=True)(params)
+        squares = [torch.zeros((), device=lrs.device) for _ in self.norm_names]
+        for i, grad in enumerate(grads):
+            g = self.norm_of[i]
+            squares[g] = squares[g] + grad.pow(2).sum()
+        norms = [s.sqrt() for s in squares]
+        max_norm = self.config.max_grad_norm
+        scales = [torch.ones_like(n) if max_norm is None
+                  else torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms]
+        beta1, beta2 = self.optimizer.defaults["betas"]
+        eps = self.optimizer.defaults["eps"]
+        for i, param in enumerate(params):
+            grad = grads[i] * scales[self.norm_of[i]]
+            step = steps[i] + 1
+            steps[i].copy_(step)
+            exp_avgs[i].lerp_(grad, 1 - beta1)
+            exp_avg_sqs[i].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            size = lrs[self.group_of[i]] / (1 - beta1 ** step)
+            denom = exp_avg_sqs[i].sqrt() / (1 - beta2 ** step).sqrt() + eps
+            param.sub_(size * exp_avgs[i] / denom)
+        return norms, aux

@@ -57,6 +57,7 @@ class OffPolicy:
     optimizer: CommonOptimizer
     samples_actions = False  # greedy Q values, actors without exploration noise
     compiled_collect: Any = None  # a compiled collection (marl.algos.compiled), if any
+    compiled_update: Any = None  # the update as one graph (marl.algos.compiled), if any
 
     def __init__(self, env: BatchedEnv, config: Config, device: torch.device) -> None:
         self.env = env
@@ -281,10 +282,22 @@ class OffPolicy:
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
         for _ in range(self.algo.gradient_steps):
-            terms = self._sampled_losses()
-            self.optimizer.zero_grad()
-            terms["loss"].backward()
-            terms.update(self.optimizer.clip_and_step())
+            one_graph = self.compiled_update
+            if one_graph is not None and one_graph.ready:
+                self._pos.fill_(self.replay.pos)
+                norms, terms = one_graph.step(self.replay.draw(self.algo.batch_size),
+                                              self._pos)
+                terms = {**terms, **norms}
+            else:  # (eager before the one graph takes over: no compiling)
+                terms = self._sampled_losses(eager=one_graph is not None)
+                self.optimizer.zero_grad()
+                terms["loss"].backward()
+                terms.update(self.optimizer.clip_and_step())
+                if one_graph is not None:
+                    if one_graph.check():
+                        self.optimizer.zero_grad()  # the graph keeps no .grad
+                    else:
+                        self.compiled_update = None  # a parameter without a gradient
             self.num_updates += 1
             self._move_targets()
             for key, value in terms.items():  # some terms (delayed actors) skip updates
@@ -308,15 +321,17 @@ class OffPolicy:
         return max(1, math.ceil(math.log(0.01) / math.log(algo.gamma))) if algo.gamma < 1.0 \
             else self.replay.capacity
 
-    def _sampled_losses(self) -> dict[str, torch.Tensor]:
+    def _sampled_losses(self, eager: bool = False) -> dict[str, torch.Tensor]:
         """The loss terms of one sampled batch: transitions, or for recurrent agents
-        ``max(1, batch_size // seq_len)`` sequences of ``seq_len`` steps."""
+        ``max(1, batch_size // seq_len)`` sequences of ``seq_len`` steps; ``eager``: not
+        through the compiled loss."""
         algo = self.algo
         if self.sequences is None:
             # The write position as a tensor, so that one compiled graph serves them all
             # (fill_ takes it as a scalar argument: no copy, no sync).
             self._pos.fill_(self.replay.pos)
-            return self._drawn(self.replay.draw(algo.batch_size), self._pos)
+            drawn = self.drawn_losses if eager else self._drawn
+            return drawn(self.replay.draw(algo.batch_size), self._pos)
         seq_len = algo.seq_len or DEFAULT_SEQ_LEN
         sample = self.sequences.sample_sequences(max(1, algo.batch_size // seq_len), seq_len,
                                                  algo.burn_in, algo.n_step, algo.gamma)
@@ -329,6 +344,13 @@ class OffPolicy:
         algo = self.algo
         return self.losses(self.replay.gather(draw, pos, algo.n_step, algo.gamma,
                                               self.return_horizon()))
+
+    def drawn_total(self, draw: torch.Tensor, pos: int | torch.Tensor
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`drawn_losses` as the one-graph update takes it: the loss, and every term
+        detached."""
+        terms = self.drawn_losses(draw, pos)
+        return terms["loss"], {key: value.detach() for key, value in terms.items()}
 
     def _move_targets(self) -> None:
         """Soft updates when the learner says they are due; hard copies of every target

@@ -29,7 +29,7 @@ from marl_envs.core import BatchedEnv, BatchedReset, GroupObs, GroupStep
 from torch import nn
 
 from marl.algos.base import NonFiniteLossError
-from marl.algos.compiled import CompiledRollout, compile_plan, compiled
+from marl.algos.compiled import CompiledRollout, CompiledUpdate, compile_plan, compiled
 from marl.algos.registry import ALGORITHMS
 from marl.algos.rollout import (
     Estimates,
@@ -62,7 +62,15 @@ class PPO:
     """
 
     samples_actions = True  # evaluation takes the mode unless asked to sample
-    compiled_parts = "the rollout step, the minibatch loss and its backward, the estimates"
+
+    @property
+    def compiled_parts(self) -> str:
+        """What the compiled path compiles, for the run's config.yaml."""
+        if self.compiled_update is None:
+            return "the rollout step, the minibatch loss and its backward, the estimates"
+        return ("the rollout step, the minibatch update (loss, gradients, clipping and Adam "
+                "as one graph where a minibatch runs whole; else its loss and backward), "
+                "the estimates")
 
     def __init__(self, env: BatchedEnv, config: Config, device: torch.device) -> None:
         self.env = env
@@ -109,6 +117,10 @@ class PPO:
         self.compiled_rollout = CompiledRollout(self) if on else None
         self._loss = compiled(self.summed_loss) if on else self.summed_loss
         self._batches = compiled(self._flat_batches) if on else self._flat_batches
+        # the whole minibatch update (loss, gradients, clipping, Adam) as one graph
+        self.compiled_update = (CompiledUpdate(self.optimizer, self.summed_loss)
+                                if on and config.train.compile_update
+                                and config.optim.mode == "common" else None)
 
     def _items(self) -> list[tuple[str, AgentGroup]]:
         return [(name, group) for name, group in self.groups.items()]  # type: ignore[misc]
@@ -278,9 +290,17 @@ class PPO:
         for _ in range(algo.update_epochs):
             order = torch.randperm(num_samples, device=self.device)
             for index in order.chunk(algo.num_minibatches):
+                one_graph = self.compiled_update
+                if chunks == 1 and one_graph is not None and one_graph.ready:
+                    norms, terms = one_graph.step(batches, index, coef)
+                    rows = rows + terms
+                    for key, value in norms.items():
+                        sums[key] = sums.get(key, 0) + value
+                    continue
                 self.optimizer.zero_grad()
-                if chunks == 1:
-                    total, terms = self._loss(batches, index, coef)
+                if chunks == 1:  # (eager before the one graph takes over: no compiling)
+                    loss = self._loss if one_graph is None else self.summed_loss
+                    total, terms = loss(batches, index, coef)
                     total.backward()
                     rows = rows + terms
                 else:  # the same gradients, accumulated chunk by chunk
@@ -292,6 +312,11 @@ class PPO:
                         rows = rows + terms
                 for key, value in self.optimizer.clip_and_step().items():
                     sums[key] = sums.get(key, 0) + value
+                if chunks == 1 and one_graph is not None:
+                    if one_graph.check():
+                        self.optimizer.zero_grad()  # the graph keeps no .grad
+                    else:
+                        self.compiled_update = None  # a parameter without a gradient
         assert isinstance(rows, torch.Tensor)
         sums.update({f"{name}/{key}": rows[g, k] for g, name in enumerate(batches)
                      for k, key in enumerate(LOSS_TERMS)})

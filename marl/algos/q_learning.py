@@ -34,7 +34,7 @@ import torch
 from marl_envs.core import BatchedEnv
 from torch import nn
 
-from marl.algos.compiled import CompiledCollect, compiled
+from marl.algos.compiled import CompiledCollect, CompiledUpdate, compiled
 from marl.algos.off_policy import OffPolicy, masked_mean
 from marl.config import Config
 from marl.group_nets import build_group_net
@@ -106,7 +106,14 @@ class _GroupTD(NamedTuple):
 class QLearning(OffPolicy):
     """IQL, VDN or QMIX (``config.algo.name``) over all agent groups of a batched env."""
 
-    compiled_parts = "the collection step, the sampled batch's loss and its backward"
+
+    @property
+    def compiled_parts(self) -> str:
+        """What the compiled path compiles, for the run's config.yaml."""
+        if self.compiled_update is None:
+            return "the collection step, the sampled batch's loss and its backward"
+        return ("the collection step, the update (the sampled batch's loss, gradients, "
+                "clipping and Adam as one graph)")
 
     def __init__(self, env: BatchedEnv, config: Config, device: torch.device) -> None:
         super().__init__(env, config, device)
@@ -132,6 +139,8 @@ class QLearning(OffPolicy):
         if self.eager_reason is None:  # train.compile: the collection step and the loss
             self.compiled_collect = CompiledCollect(self)
             self._drawn = compiled(self.drawn_losses)
+            if config.train.compile_update and config.optim.mode == "common":
+                self.compiled_update = CompiledUpdate(self.optimizer, self.drawn_total)
 
     def epsilon(self) -> float:
         """Exploration rate after ``env_steps`` steps of the linear schedule."""
