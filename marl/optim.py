@@ -83,11 +83,16 @@ class CommonOptimizer:
     def clip(self) -> dict[str, torch.Tensor]:
         max_norm = self.config.max_grad_norm
         limit = float("inf") if max_norm is None else max_norm
+        return {name: nn.utils.clip_grad_norm_(params, limit)
+                for name, params in self.clip_groups().items()}
+
+    def clip_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters under each clipping norm, by the norm's logged name: all of
+        them under ``grad_norm`` in global mode, each group's under
+        ``grad_norm/<group>`` in group mode."""
         if self.config.clip_mode == "group":
-            return {f"grad_norm/{name}": nn.utils.clip_grad_norm_(params, limit)
-                    for name, params in self.params.items()}
-        every = [p for params in self.params.values() for p in params]
-        return {"grad_norm": nn.utils.clip_grad_norm_(every, limit)}
+            return {f"grad_norm/{name}": params for name, params in self.params.items()}
+        return {"grad_norm": [p for params in self.params.values() for p in params]}
 
     def swap_parameters(self, swaps: Sequence[Swap]) -> None:
         """Step new parameters in place of old ones (selective sharing's K stacks after

@@ -248,7 +248,7 @@ def test_one_graph_update_is_the_eager_update(options: tuple[str, ...]) -> None:
     env, ppo = _learner(_config("algo.update_epochs=2", "algo.num_minibatches=3", *options))
     ppo.collect(_tracker(env))
     start = _snapshot(ppo)
-    compiled, weights, adam = [], [], []
+    compiled = []
     for progress in (0.0, 0.5):
         torch.manual_seed(int(progress * 10) + 1)
         compiled.append(ppo.update(progress))

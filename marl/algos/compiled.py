@@ -408,6 +408,7 @@ class CompiledUpdate:
 
     def __init__(self, optimizer: CommonOptimizer,
                  loss: Callable[..., tuple[torch.Tensor, Any]]) -> None:
+        self.common = optimizer
         self.optimizer = optimizer.optimizers[0]
         self.config = optimizer.config
         self.module = _Losses(optimizer.modules, loss)
@@ -416,13 +417,12 @@ class CompiledUpdate:
         self.params = [p for _, p in named]
         by_id = {id(p): i for i, p in enumerate(self.params)}
         # which clipping norm each parameter belongs to (one, or one per group)
-        self.norm_names = ["grad_norm"]
+        clipping = optimizer.clip_groups()
+        self.norm_names = list(clipping)
         self.norm_of = [0] * len(self.params)
-        if self.config.clip_mode == "group":
-            self.norm_names = [f"grad_norm/{name}" for name in optimizer.params]
-            for g, params in enumerate(optimizer.params.values()):
-                for p in params:
-                    self.norm_of[by_id[id(p)]] = g
+        for g, params in enumerate(clipping.values()):
+            for p in params:
+                self.norm_of[by_id[id(p)]] = g
         self.group_of = [0] * len(self.params)
         for g, group in enumerate(self.optimizer.param_groups):
             for p in group["params"]:
@@ -430,12 +430,15 @@ class CompiledUpdate:
         self.ready = False
         self._graph = compiled(self._step)
 
-    def check(self) -> bool:
-        """After a minibatch on the ordinary path: take over if every parameter got a
-        gradient and has Adam state; otherwise never."""
+    def take_over(self) -> bool:
+        """After a step on the ordinary path: whether this graph takes the next ones
+        (every parameter got a gradient and has Adam state on its own device; then the
+        gradients are dropped, since the graph keeps none). False: it never will."""
         state = self.optimizer.state
         self.ready = all(p.grad is not None and "exp_avg" in state[p]
                          and state[p]["step"].device == p.device for p in self.params)
+        if self.ready:
+            self.common.zero_grad()
         return self.ready
 
     def step(self, *args: Any) -> tuple[dict[str, torch.Tensor], Any]:

@@ -284,20 +284,15 @@ class OffPolicy:
         for _ in range(self.algo.gradient_steps):
             one_graph = self.compiled_update
             if one_graph is not None and one_graph.ready:
-                self._pos.fill_(self.replay.pos)
-                norms, terms = one_graph.step(self.replay.draw(self.algo.batch_size),
-                                              self._pos)
+                norms, terms = one_graph.step(*self._draw())
                 terms = {**terms, **norms}
             else:  # (eager before the one graph takes over: no compiling)
                 terms = self._sampled_losses(eager=one_graph is not None)
                 self.optimizer.zero_grad()
                 terms["loss"].backward()
                 terms.update(self.optimizer.clip_and_step())
-                if one_graph is not None:
-                    if one_graph.check():
-                        self.optimizer.zero_grad()  # the graph keeps no .grad
-                    else:
-                        self.compiled_update = None  # a parameter without a gradient
+                if one_graph is not None and not one_graph.take_over():
+                    self.compiled_update = None  # a parameter without a gradient
             self.num_updates += 1
             self._move_targets()
             for key, value in terms.items():  # some terms (delayed actors) skip updates
@@ -327,11 +322,7 @@ class OffPolicy:
         through the compiled loss."""
         algo = self.algo
         if self.sequences is None:
-            # The write position as a tensor, so that one compiled graph serves them all
-            # (fill_ takes it as a scalar argument: no copy, no sync).
-            self._pos.fill_(self.replay.pos)
-            drawn = self.drawn_losses if eager else self._drawn
-            return drawn(self.replay.draw(algo.batch_size), self._pos)
+            return (self.drawn_losses if eager else self._drawn)(*self._draw())
         seq_len = algo.seq_len or DEFAULT_SEQ_LEN
         sample = self.sequences.sample_sequences(max(1, algo.batch_size // seq_len), seq_len,
                                                  algo.burn_in, algo.n_step, algo.gamma)
@@ -344,6 +335,13 @@ class OffPolicy:
         algo = self.algo
         return self.losses(self.replay.gather(draw, pos, algo.n_step, algo.gamma,
                                               self.return_horizon()))
+
+    def _draw(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of stored transitions to train on, and the write position as a tensor,
+        so that one compiled graph serves them all (``fill_`` takes it as a scalar
+        argument: no copy, no sync)."""
+        self._pos.fill_(self.replay.pos)
+        return self.replay.draw(self.algo.batch_size), self._pos
 
     def drawn_total(self, draw: torch.Tensor, pos: int | torch.Tensor
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -290,33 +290,29 @@ class PPO:
         for _ in range(algo.update_epochs):
             order = torch.randperm(num_samples, device=self.device)
             for index in order.chunk(algo.num_minibatches):
-                one_graph = self.compiled_update
-                if chunks == 1 and one_graph is not None and one_graph.ready:
+                one_graph = self.compiled_update if chunks == 1 else None
+                if one_graph is not None and one_graph.ready:
                     norms, terms = one_graph.step(batches, index, coef)
                     rows = rows + terms
-                    for key, value in norms.items():
-                        sums[key] = sums.get(key, 0) + value
-                    continue
-                self.optimizer.zero_grad()
-                if chunks == 1:  # (eager before the one graph takes over: no compiling)
-                    loss = self._loss if one_graph is None else self.summed_loss
-                    total, terms = loss(batches, index, coef)
-                    total.backward()
-                    rows = rows + terms
-                else:  # the same gradients, accumulated chunk by chunk
-                    stats = {name: minibatch_stats(take(batch, index), algo.norm_adv)
-                             for name, batch in batches.items()}
-                    for part in index.chunk(chunks):
-                        total, terms = self._loss(batches, part, coef, stats)
+                else:
+                    self.optimizer.zero_grad()
+                    if chunks == 1:  # (eager before the one graph takes over: no compiling)
+                        loss = self._loss if one_graph is None else self.summed_loss
+                        total, terms = loss(batches, index, coef)
                         total.backward()
                         rows = rows + terms
-                for key, value in self.optimizer.clip_and_step().items():
-                    sums[key] = sums.get(key, 0) + value
-                if chunks == 1 and one_graph is not None:
-                    if one_graph.check():
-                        self.optimizer.zero_grad()  # the graph keeps no .grad
-                    else:
+                    else:  # the same gradients, accumulated chunk by chunk
+                        stats = {name: minibatch_stats(take(batch, index), algo.norm_adv)
+                                 for name, batch in batches.items()}
+                        for part in index.chunk(chunks):
+                            total, terms = self._loss(batches, part, coef, stats)
+                            total.backward()
+                            rows = rows + terms
+                    norms = self.optimizer.clip_and_step()
+                    if one_graph is not None and not one_graph.take_over():
                         self.compiled_update = None  # a parameter without a gradient
+                for key, value in norms.items():
+                    sums[key] = sums.get(key, 0) + value
         assert isinstance(rows, torch.Tensor)
         sums.update({f"{name}/{key}": rows[g, k] for g, name in enumerate(batches)
                      for k, key in enumerate(LOSS_TERMS)})
